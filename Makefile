@@ -1,0 +1,42 @@
+# commbox-etl — `make help` lists the targets.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-faults lint format simulate clean
+
+help: ## List the targets with one line each
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv with the pinned dependencies
+
+run: $(STAMP) ## Simulator -> pipeline -> commbox.duckdb -> views -> SLA summary
+	$(BIN)/commbox-etl demo
+
+test: $(STAMP) ## Run the test-suite (simulator over loopback, DuckDB, PostgreSQL if installed)
+	$(BIN)/pytest
+
+test-faults: $(STAMP) ## Run only the fault-injection suite
+	$(BIN)/pytest -m faults
+
+lint: $(STAMP) ## Check style with ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## Format and fix with ruff
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+simulate: $(STAMP) ## Serve the CommBox API simulator on 127.0.0.1:8765
+	$(BIN)/commbox-etl simulate --port 8765
+
+clean: ## Remove the virtualenv, local warehouses and dlt working folders
+	rm -rf $(VENV) commbox.duckdb .dlt/pipelines reports
