@@ -1,0 +1,252 @@
+"""`commbox-etl`: thin entry points over `pipelines.commbox.runner` and the simulator."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+from dlt.pipeline.exceptions import PipelineStepFailed
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_LOCKED = 3
+DEMO_KEY = "demo-key"
+
+log = logging.getLogger("commbox")
+
+
+def _pipeline_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--destination", help="duckdb (default), postgres or bigquery")
+    parser.add_argument("--dataset", help="raw dataset name (default commbox_raw)")
+    parser.add_argument("--pipelines-dir", help="dlt working folder (default: dlt's, ~/.dlt/pipelines)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="commbox-etl", description=__doc__)
+    parser.add_argument("--log-level", default=os.environ.get("COMMBOX_LOG_LEVEL", "INFO"))
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="incremental load from the stored state, then the SLA views")
+    _pipeline_args(run)
+    run.add_argument("--pipeline-name", default="commbox")
+    run.add_argument("--streams", help="comma-separated stream ids (default: config or discovery)")
+    run.add_argument("--no-views", action="store_true", help="do not (re)build the SLA views")
+
+    backfill = commands.add_parser("backfill", help="load a date range without moving the scheduled state")
+    _pipeline_args(backfill)
+    backfill.add_argument("--start", required=True, help="YYYY-MM-DD (inclusive)")
+    backfill.add_argument("--end", required=True, help="YYYY-MM-DD (exclusive)")
+    backfill.add_argument("--streams", help="comma-separated stream ids (default: config or discovery)")
+    backfill.add_argument("--no-views", action="store_true")
+
+    views = commands.add_parser("views", help="(re)build the SLA views in commbox_reporting")
+    _pipeline_args(views)
+    views.add_argument("--pipeline-name", default="commbox")
+    views.add_argument("--as-of", help="'now' for running clocks (default: end of the loaded data)")
+
+    report = commands.add_parser("report", help="print per-channel SLA compliance for the last N days")
+    _pipeline_args(report)
+    report.add_argument("--pipeline-name", default="commbox")
+    report.add_argument("--days", type=int, default=7)
+
+    simulate = commands.add_parser(
+        "simulate", help="serve the CommBox API simulator (see docs/simulator.md)", add_help=False
+    )
+    simulate.add_argument("sim_args", nargs=argparse.REMAINDER)
+
+    demo = commands.add_parser("demo", help="simulator -> pipeline -> commbox.duckdb -> views -> report")
+    demo.add_argument("--conversations", type=int, default=3000)
+    demo.add_argument("--days", type=int, default=30)
+    demo.add_argument("--seed", type=int, default=7)
+    return parser
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # requests/urllib3 at DEBUG print URLs only, never headers; keep them quieter anyway.
+    logging.getLogger("urllib3").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pipelines.commbox.runner import backfill_pipeline_name, make_pipeline, run_pipeline
+
+    streams = getattr(args, "streams", None)
+    if args.command == "backfill":
+        from pipelines.commbox.config import parse_stream_ids
+
+        name = backfill_pipeline_name(args.start, args.end, parse_stream_ids(streams))
+        backfill = (args.start, args.end)
+    else:
+        name, backfill = args.pipeline_name, None
+    pipeline = make_pipeline(
+        destination=args.destination,
+        dataset=args.dataset,
+        pipeline_name=name,
+        pipelines_dir=args.pipelines_dir,
+    )
+    summary = run_pipeline(pipeline, backfill=backfill, stream_ids=streams, build_views=not args.no_views)
+    print(summary.line(), flush=True)
+    return 0
+
+
+def _views(args: argparse.Namespace) -> int:
+    from pipelines.commbox.config import parse_moment
+    from pipelines.commbox.runner import build_reporting_views, make_pipeline
+
+    pipeline = make_pipeline(
+        destination=args.destination,
+        dataset=args.dataset,
+        pipeline_name=args.pipeline_name,
+        pipelines_dir=args.pipelines_dir,
+    )
+    pipeline.sync_destination()
+    as_of = parse_moment(args.as_of, "--as-of") if args.as_of else None
+    built = build_reporting_views(pipeline, as_of=as_of)
+    print(f"built {len(built)} views in commbox_reporting: {', '.join(built)}")
+    return 0 if built else EXIT_FAILED
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pipelines.commbox.report import render_report
+    from pipelines.commbox.runner import make_pipeline
+
+    pipeline = make_pipeline(
+        destination=args.destination,
+        dataset=args.dataset,
+        pipeline_name=args.pipeline_name,
+        pipelines_dir=args.pipelines_dir,
+    )
+    pipeline.sync_destination()
+    print(render_report(pipeline, days=args.days))
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from pipelines.commbox_sim import main as simulator_main
+
+    return simulator_main(list(args.sim_args))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Start the simulator in its own process, load its whole history, build the views, report."""
+    from pipelines.commbox.runner import make_pipeline, run_pipeline
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ready = Path(tmp) / "ready"
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipelines.commbox_sim",
+                "--port",
+                "0",
+                "--seed",
+                str(args.seed),
+                "--conversations",
+                str(args.conversations),
+                "--days",
+                str(args.days),
+                "--api-key",
+                DEMO_KEY,
+                "--ready-file",
+                str(ready),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not ready.exists() or not ready.read_text().strip():
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the simulator did not start")
+                time.sleep(0.1)
+            base_url = ready.read_text().strip()
+            log.info("simulator serving at %s", base_url)
+            from pipelines.commbox.client import CommBoxClient
+
+            # The simulator's history ends at its clock's now, which the API reports in every response.
+            now = CommBoxClient(base_url, DEMO_KEY).get("/core/systemstatus").response_time
+            assert now is not None, "the simulator sent no response_time"
+            start = now - timedelta(days=args.days + 1)
+            os.environ["SOURCES__COMMBOX__BASE_URL"] = base_url
+            os.environ["SOURCES__COMMBOX__API_KEY"] = DEMO_KEY
+            os.environ["SOURCES__COMMBOX__START_DATE"] = start.date().isoformat()
+            pipeline = make_pipeline(
+                pipeline_name="commbox_demo", pipelines_dir=str(Path(".dlt/pipelines").resolve())
+            )
+            pipeline.drop()  # the demo always loads the simulator's history afresh
+            pipeline = make_pipeline(
+                pipeline_name="commbox_demo", pipelines_dir=str(Path(".dlt/pipelines").resolve())
+            )
+            summary = run_pipeline(pipeline, stream_ids=os.environ.get("SOURCES__COMMBOX__STREAM_IDS"))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    print(summary.line(), flush=True)
+    print(f"\nLoaded into {Path('commbox.duckdb').resolve()} (dataset {pipeline.dataset_name})")
+    try:
+        from pipelines.commbox.report import render_report
+    except ImportError:
+        return 0
+    print(render_report(pipeline, days=7))
+    return 0
+
+
+COMMANDS = {
+    "run": _run,
+    "backfill": _run,
+    "views": _views,
+    "report": _report,
+    "simulate": _simulate,
+    "demo": _demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from pipelines.commbox.client import ApiError
+    from pipelines.commbox.config import ConfigError
+    from pipelines.commbox.runner import RunLocked
+
+    args = build_parser().parse_args(argv)
+    _configure_logging(args.log_level)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as error:
+        print(f"commbox-etl: configuration error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    except RunLocked as error:
+        print(f"commbox-etl: {error}", file=sys.stderr)
+        return EXIT_LOCKED
+    except ApiError as error:
+        print(f"commbox-etl: failed: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except PipelineStepFailed as error:
+        cause = error.__cause__ or error.exception
+        if isinstance(cause, ConfigError):
+            print(f"commbox-etl: configuration error: {cause}", file=sys.stderr)
+            return EXIT_CONFIG
+        print(f"commbox-etl: failed in {error.step}: {_one_line(cause)}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("commbox-etl: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return text[:500]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

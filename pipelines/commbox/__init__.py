@@ -1,0 +1,442 @@
+"""The CommBox (Cirrus Digital) dlt source: conversations by incremental windows, and their details.
+
+Tables (dataset `commbox_raw` by default), all with write disposition `merge`:
+
+| table | primary key | notes |
+| --- | --- | --- |
+| objects | object_id | one row per conversation, latest version (dedup on `updated_at`) |
+| childs | child_id | messages; delete-insert on `object_id`: a changed conversation's messages are replaced |
+| users | user_id | customers, from the conversations' `user` |
+| user_identities | identity_id | customer identities, from conversations and messages |
+| activities | activity_id | delete-insert on `object_id`; fetched per configured activity type |
+| transcripts | object_id | the conversation as text (the API spells the field `trasncript`) |
+| managers | manager_id | agents, admins and bots |
+| streams | stream_id | the channels read, with their open counts, SLA exception counts and availability |
+| bad_records | record_id | payload items that could not be keyed, kept raw rather than dropped |
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import dlt
+import orjson
+from dlt.common.typing import TDataItem
+from dlt.extract.resource import DltResource
+
+from .client import CommBoxClient, NotFound
+from .config import SourceSettings, validate
+from .normalise import (
+    BadRecord,
+    Warnings,
+    activity_rows,
+    as_list,
+    manager_row,
+    to_int,
+    transcript_row,
+)
+from .settings import (
+    DEFAULT_BASE_URL,
+    DEFAULT_CREATED_MODE_REREAD_DAYS,
+    DEFAULT_LOOKBACK_SECONDS,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_REQUESTS_PER_SECOND,
+    DEFAULT_MAX_RETRY_WAIT_SECONDS,
+    DEFAULT_MAX_WINDOW_DAYS,
+    DEFAULT_REQUEST_TIMEOUT_SECONDS,
+    DEFAULT_SAFETY_MARGIN_SECONDS,
+    DEFAULT_WINDOW_HOURS,
+    MANAGERS,
+    MAX_PAGE_SIZE,
+    MODE_AUTO,
+    OBJECT_ACTIVITIES,
+    OBJECT_TRANSCRIPT,
+    STATS_SLA_EXCEPTIONS,
+    STATS_STREAMS,
+    STREAM_AVAILABILITY,
+    SYSTEM_STATUS,
+)
+from .tables import TABLE_COLUMNS
+from .walker import StreamWalker
+from .windows import CapTracker, WindowReader
+
+__all__ = ["RunContext", "commbox_source"]
+
+logger = logging.getLogger("commbox")
+
+
+class RunContext:
+    """What the resources of one extraction share: the client, settings, the server's clock, the
+    stream list and the counters that end up in the run summary."""
+
+    def __init__(self, settings: SourceSettings, api_key: str) -> None:
+        self.settings = settings
+        self.client = CommBoxClient(
+            settings.base_url,
+            api_key,
+            max_concurrency=settings.max_concurrency,
+            max_requests_per_second=settings.max_requests_per_second,
+            max_retry_wait_seconds=settings.max_retry_wait_seconds,
+            request_timeout_seconds=settings.request_timeout_seconds,
+        )
+        self.warnings = Warnings()
+        self.caps = CapTracker(settings.page_size)
+        self.progress: dict[int, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._now: datetime | None = None
+        self._stream_ids: tuple[int, ...] | None = None
+        self._stats_rows: list[dict[str, Any]] | None = None
+
+    def server_now(self) -> datetime:
+        """The API's clock (the envelope's `response_time`): windows close relative to the server's
+        now, so a skewed local clock can neither skip nor re-read data."""
+        with self._lock:
+            if self._now is None:
+                envelope = self.client.get(SYSTEM_STATUS)
+                self._now = envelope.response_time or datetime.now(UTC)
+                if envelope.response_time is None:
+                    logger.warning("the API sent no response_time; using the local clock as now")
+            return self._now
+
+    def stream_stats(self) -> list[dict[str, Any]]:
+        with self._lock:
+            if self._stats_rows is None:
+                self._stats_rows = [
+                    row for row in as_list(self.client.get(STATS_STREAMS).data) if isinstance(row, dict)
+                ]
+            return self._stats_rows
+
+    def stream_ids(self) -> tuple[int, ...]:
+        """The configured streams, or those `/stats/streams` and the SLA exceptions name."""
+        if self._stream_ids is None:
+            ids = self.settings.stream_ids
+            if not ids:
+                found: set[int] = set()
+                for row in self.stream_stats() + _sla_exception_rows(self.client):
+                    try:
+                        stream_id = to_int(row.get("streamId", row.get("streamid")))
+                    except ValueError:
+                        continue
+                    if stream_id:
+                        found.add(stream_id)
+                ids = tuple(sorted(found))
+                logger.info("discovered %s streams from /stats/streams: %s", len(ids), list(ids))
+                if not ids:
+                    logger.warning("no streams found in /stats/streams; set sources.commbox.stream_ids")
+            self._stream_ids = ids
+        return self._stream_ids
+
+
+def _sla_exception_rows(client: CommBoxClient) -> list[dict[str, Any]]:
+    """Rows of `/stats/streamsSLAExceptions`, tagged `breach` (Item1) or `critical` (Item2)."""
+    rows: list[dict[str, Any]] = []
+    data = client.get(STATS_SLA_EXCEPTIONS).data
+    groups = data if isinstance(data, list) else [data]
+    for group in groups:
+        if not isinstance(group, dict):
+            continue
+        for key, kind in (("Item1", "breach"), ("Item2", "critical")):
+            for row in as_list(group.get(key)):
+                if isinstance(row, dict):
+                    rows.append({**row, "_kind": kind})
+    return rows
+
+
+def _conversations(context: RunContext) -> Iterator[TDataItem]:
+    """Bundles of normalised rows, one per new or changed conversation, stream by stream.
+
+    Resource state (scheduled runs only): `streams.<id>` holds the closed cursor, the window mode
+    and the `updatedTime` of recently loaded conversations. dlt commits it with the load package, so
+    a failed run leaves it where it was.
+    """
+    settings = context.settings
+    state = None if settings.backfill else dlt.current.resource_state()
+    now = context.server_now()
+    for stream_id in context.stream_ids():
+        stream_state = None
+        if state is not None:
+            stream_state = state.setdefault("streams", {}).setdefault(str(stream_id), {})
+        walker = StreamWalker(
+            WindowReader(
+                context.client,
+                stream_id,
+                page_size=settings.page_size,
+                caps=context.caps,
+                warnings=context.warnings,
+            ),
+            settings,
+            stream_state,
+            now,
+            context.warnings,
+            context.progress.setdefault(stream_id, {}),
+        )
+        yield from walker.walk()
+
+
+def _objects(bundle: TDataItem) -> Iterator[TDataItem]:
+    if "object" in bundle:
+        yield bundle["object"]
+
+
+def _childs(bundle: TDataItem) -> Iterator[TDataItem]:
+    if bundle.get("childs"):
+        yield bundle["childs"]
+
+
+def _users(bundle: TDataItem) -> Iterator[TDataItem]:
+    if bundle.get("users"):
+        yield bundle["users"]
+
+
+def _user_identities(bundle: TDataItem) -> Iterator[TDataItem]:
+    if bundle.get("identities"):
+        yield bundle["identities"]
+
+
+def _bad_records(bundle: TDataItem) -> Iterator[TDataItem]:
+    if "bad" in bundle:
+        yield bundle["bad"]
+
+
+def _refs(bundle: TDataItem) -> Iterator[TDataItem]:
+    """One reference per loaded conversation, so the fan-out runs per conversation in parallel."""
+    if "object" in bundle:
+        row = bundle["object"]
+        yield {"object_id": row["object_id"], "stream_id": row["stream_id"]}
+
+
+def _transcripts(ref: TDataItem, context: RunContext) -> Any:
+    path = OBJECT_TRANSCRIPT.format(stream_id=ref["stream_id"], object_id=ref["object_id"])
+    try:
+        data = context.client.get(path).data
+    except NotFound:
+        context.warnings["transcripts: 404 for a listed conversation, skipped"] += 1
+        return None
+    items = as_list(data)
+    if not items:
+        context.warnings["transcripts: empty transcript"] += 1
+        return None
+    try:
+        return transcript_row(items[0], ref["object_id"], ref["stream_id"], context.warnings)
+    except BadRecord:
+        context.warnings["transcripts: not an object, skipped"] += 1
+        return None
+
+
+def _activities(ref: TDataItem, context: RunContext) -> Any:
+    rows: dict[str, dict[str, Any]] = {}
+    path = OBJECT_ACTIVITIES.format(object_id=ref["object_id"])
+    for activity_type in context.settings.activity_types:
+        try:
+            data = context.client.get(path, {"activityType": activity_type}).data
+        except NotFound:
+            context.warnings["activities: 404 for a listed conversation, skipped"] += 1
+            continue
+        items = as_list(data)
+        for row in activity_rows(items, ref["object_id"], ref["stream_id"], activity_type, context.warnings):
+            # Accounts that ignore activityType send every type each time: keep the one asked for.
+            if row["activity_type"] == activity_type:
+                rows[row["activity_id"]] = row
+    return list(rows.values()) or None
+
+
+def _managers(context: RunContext) -> Iterator[TDataItem]:
+    """Agents, admins and bots from `GET /managers`; bots are `permission_id` 5."""
+    rows = []
+    for raw in as_list(context.client.get(MANAGERS).data):
+        try:
+            rows.append(manager_row(raw, context.warnings))
+        except BadRecord as error:
+            context.warnings[f"managers: {error}"] += 1
+    yield rows
+
+
+def _streams(context: RunContext) -> Iterator[TDataItem]:
+    """One row per stream read: open conversations by status (`/stats/streams`), SLA breach and
+    critical counts (`/stats/streamsSLAExceptions`) and availability now."""
+    ids = context.stream_ids()
+    open_counts: dict[int, int] = {}
+    for row in context.stream_stats():
+        try:
+            stream_id = to_int(row.get("streamId", row.get("streamid")))
+            count = to_int(row.get("c")) or 0
+        except ValueError:
+            continue
+        if stream_id is not None:
+            open_counts[stream_id] = open_counts.get(stream_id, 0) + count
+    exceptions: dict[tuple[int, str], int] = {}
+    for row in _sla_exception_rows(context.client):
+        try:
+            stream_id = to_int(row.get("streamId", row.get("streamid")))
+            count = to_int(row.get("c")) or 0
+        except ValueError:
+            continue
+        if stream_id is not None:
+            key = (stream_id, row["_kind"])
+            exceptions[key] = exceptions.get(key, 0) + count
+    rows = []
+    for stream_id in ids:
+        try:
+            availability = context.client.get(
+                STREAM_AVAILABILITY.format(stream_id=stream_id, ignore_automation="true")
+            ).data
+            state = to_int(availability.get("state")) if isinstance(availability, dict) else None
+        except (NotFound, ValueError):
+            state = None
+        rows.append(
+            {
+                "stream_id": stream_id,
+                "open_count": open_counts.get(stream_id, 0),
+                "sla_breach_count": exceptions.get((stream_id, "breach"), 0),
+                "sla_critical_count": exceptions.get((stream_id, "critical"), 0),
+                "availability_state": state,
+                "observed_at": context.server_now(),
+            }
+        )
+    yield rows
+
+
+def bad_record(raw: Any, stream_id: int, reason: str) -> dict[str, Any]:
+    payload = orjson.dumps(raw, default=str).decode()
+    return {
+        "record_id": hashlib.sha1(f"{stream_id}|{payload}".encode()).hexdigest()[:24],
+        "stream_id": stream_id,
+        "reason": reason,
+        "payload": payload,
+    }
+
+
+def _resource(fn: Any, name: str, **hints: Any) -> Any:
+    return dlt.resource(fn, name=name, columns=TABLE_COLUMNS.get(name), max_table_nesting=0, **hints)
+
+
+def _transformer(fn: Any, name: str, parent: DltResource, **hints: Any) -> Any:
+    return dlt.transformer(fn, name=name, data_from=parent, columns=TABLE_COLUMNS.get(name), **hints)
+
+
+MERGE = "merge"
+REPLACE_PER_OBJECT = {"disposition": "merge", "strategy": "delete-insert"}
+
+
+@dlt.source(name="commbox", max_table_nesting=0)
+def commbox_source(
+    api_key: str = dlt.secrets.value,
+    base_url: str = DEFAULT_BASE_URL,
+    stream_ids: Any = None,
+    start_date: Any = None,
+    end_date: Any = None,
+    window_hours: float = DEFAULT_WINDOW_HOURS,
+    max_window_days: float = DEFAULT_MAX_WINDOW_DAYS,
+    lookback_seconds: int = DEFAULT_LOOKBACK_SECONDS,
+    safety_margin_seconds: int = DEFAULT_SAFETY_MARGIN_SECONDS,
+    page_size: int = MAX_PAGE_SIZE,
+    include_transcripts: bool = True,
+    activity_types: Any = ("StatusChange", "AssignChange"),
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    max_requests_per_second: float = DEFAULT_MAX_REQUESTS_PER_SECOND,
+    max_retry_wait_seconds: float = DEFAULT_MAX_RETRY_WAIT_SECONDS,
+    request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT_SECONDS,
+    time_filter_mode: str = MODE_AUTO,
+    created_mode_reread_days: float = DEFAULT_CREATED_MODE_REREAD_DAYS,
+    backfill: bool = False,
+) -> Any:
+    """All CommBox conversations of the configured streams, with their messages, customers,
+    activities and transcripts, plus managers and streams.
+
+    Every argument is injected from `[sources.commbox]` (`.dlt/config.toml`; `api_key` from
+    `.dlt/secrets.toml`) or the environment (`SOURCES__COMMBOX__API_KEY`, ...). The configuration is
+    validated here, before any request: `ConfigError` names the key at fault.
+
+    Conversations are read per stream in windows of `updatedTime` closed at the server's now minus
+    `safety_margin_seconds`; each scheduled run re-reads `lookback_seconds` before the stored cursor
+    and loads only conversations that are new or whose `updatedTime` moved. Accounts that ignore
+    `timeFilter` (it is "relevant only for ElasticSearch") are detected and read by creation time,
+    re-reading the last `created_mode_reread_days`. With `backfill=True` the range
+    [`start_date`, `end_date`] is read whole and no state is read or written.
+
+    Transcripts (when `include_transcripts`) and activities (per type in `activity_types`) are
+    fetched for those conversations only, in parallel, under one request budget
+    (`max_concurrency` in flight, at most `max_requests_per_second`, and every worker pausing on a
+    429's `Retry-After`).
+    """
+    settings = validate(
+        api_key=api_key,
+        base_url=base_url,
+        stream_ids=stream_ids,
+        start_date=start_date,
+        end_date=end_date,
+        window_hours=window_hours,
+        max_window_days=max_window_days,
+        lookback_seconds=lookback_seconds,
+        safety_margin_seconds=safety_margin_seconds,
+        page_size=page_size,
+        include_transcripts=include_transcripts,
+        activity_types=activity_types,
+        max_concurrency=max_concurrency,
+        max_requests_per_second=max_requests_per_second,
+        max_retry_wait_seconds=max_retry_wait_seconds,
+        request_timeout_seconds=request_timeout_seconds,
+        time_filter_mode=time_filter_mode,
+        created_mode_reread_days=created_mode_reread_days,
+        backfill=backfill,
+    )
+    context = RunContext(settings, api_key)
+    conversations = dlt.resource(_conversations, name="conversations", selected=False)(context)
+    refs = _transformer(_refs, "conversation_refs", conversations, selected=False)
+    resources = [
+        conversations,
+        _transformer(_objects, "objects", conversations, primary_key="object_id", write_disposition=MERGE),
+        _transformer(
+            _childs,
+            "childs",
+            conversations,
+            primary_key="child_id",
+            merge_key="object_id",
+            write_disposition=REPLACE_PER_OBJECT,
+        ),
+        _transformer(_users, "users", conversations, primary_key="user_id", write_disposition=MERGE),
+        _transformer(
+            _user_identities,
+            "user_identities",
+            conversations,
+            primary_key="identity_id",
+            write_disposition=MERGE,
+        ),
+        _transformer(
+            _bad_records, "bad_records", conversations, primary_key="record_id", write_disposition=MERGE
+        ),
+        refs,
+        _resource(_managers, "managers", primary_key="manager_id", write_disposition=MERGE)(context),
+        _resource(_streams, "streams", primary_key="stream_id", write_disposition=MERGE)(context),
+    ]
+    if settings.include_transcripts:
+        resources.append(
+            _transformer(
+                _transcripts,
+                "transcripts",
+                refs,
+                primary_key="object_id",
+                write_disposition=MERGE,
+                parallelized=True,
+            )(context=context)
+        )
+    if settings.activity_types:
+        resources.append(
+            _transformer(
+                _activities,
+                "activities",
+                refs,
+                primary_key="activity_id",
+                merge_key="object_id",
+                write_disposition=REPLACE_PER_OBJECT,
+                parallelized=True,
+            )(context=context)
+        )
+    # The runner reads the run's counters (requests, warnings, progress) from here.
+    conversations.run_context = context  # type: ignore[attr-defined]
+    return resources

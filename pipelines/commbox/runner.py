@@ -1,0 +1,237 @@
+"""Run the CommBox source into a destination: one lock per pipeline, pending loads first, a summary.
+
+The command line (`pipelines/cli.py`) stays thin; everything a scheduler needs lives here so that
+Airflow or a script can call `run_pipeline` directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dlt
+from dlt.common.configuration.exceptions import ConfigFieldMissingException
+from dlt.pipeline.exceptions import PipelineStepFailed
+
+from . import commbox_source
+from .client import ApiError
+from .config import ConfigError, parse_moment, parse_stream_ids
+from .settings import DEFAULT_DUCKDB_FILE, DEFAULT_PIPELINE_NAME, DEFAULT_RAW_DATASET
+
+logger = logging.getLogger("commbox.runner")
+
+DESTINATIONS = ("duckdb", "postgres", "bigquery")
+PROGRESS_EVERY_SECONDS = 15.0
+
+
+class RunLocked(RuntimeError):
+    """Another run of the same pipeline holds the lock."""
+
+
+@dataclass
+class RunSummary:
+    pipeline_name: str
+    destination: str
+    dataset: str
+    rows: dict[str, int] = field(default_factory=dict)
+    windows: int = 0
+    conversations: int = 0
+    requests: int = 0
+    throttled: int = 0
+    warnings: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    views: list[str] = field(default_factory=list)
+    ok: bool = True
+
+    def line(self) -> str:
+        """One line for log monitoring: `key=value` pairs after a fixed prefix."""
+        rows = " ".join(f"rows.{table}={count}" for table, count in sorted(self.rows.items()))
+        return (
+            f"commbox-etl summary pipeline={self.pipeline_name} result={'ok' if self.ok else 'failed'} "
+            f"destination={self.destination} dataset={self.dataset} {rows} windows={self.windows} "
+            f"conversations={self.conversations} requests={self.requests} throttled={self.throttled} "
+            f"warnings={sum(self.warnings.values())} duration_s={self.seconds:.1f}"
+        ).replace("  ", " ")
+
+
+def resolve_destination(destination: str | None) -> str:
+    name = (destination or dlt.config.get("destination_type") or "duckdb").strip().lower()
+    if name not in DESTINATIONS:
+        raise ConfigError(f"destination: {name!r} is not one of {', '.join(DESTINATIONS)}")
+    return name
+
+
+def make_pipeline(
+    *,
+    destination: str | None = None,
+    dataset: str | None = None,
+    pipeline_name: str = DEFAULT_PIPELINE_NAME,
+    pipelines_dir: str | None = None,
+) -> dlt.Pipeline:
+    """A dlt pipeline on the chosen destination; DuckDB writes `commbox.duckdb` in the working
+    directory unless `destination.duckdb.credentials` says otherwise."""
+    name = resolve_destination(destination)
+    dataset_name = dataset or dlt.config.get("dataset_name") or DEFAULT_RAW_DATASET
+    target: Any = name
+    if name == "duckdb" and not dlt.config.get("destination.duckdb.credentials"):
+        target = dlt.destinations.duckdb(str(Path(DEFAULT_DUCKDB_FILE).resolve()))
+    elif name == "bigquery":
+        try:
+            import google.cloud.bigquery  # noqa: F401
+        except ImportError:
+            raise ConfigError("destination: bigquery needs the extra: pip install -e '.[bigquery]'") from None
+    return dlt.pipeline(
+        pipeline_name=pipeline_name,
+        destination=target,
+        dataset_name=dataset_name,
+        pipelines_dir=pipelines_dir,
+    )
+
+
+@contextlib.contextmanager
+def pipeline_lock(pipeline: dlt.Pipeline) -> Iterator[None]:
+    """Hold an exclusive lock per pipeline name, so a second scheduled run refuses to start."""
+    lock_dir = Path(pipeline.pipelines_dir)
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    path = lock_dir / f"{pipeline.pipeline_name}.lock"
+    handle = path.open("a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLocked(
+                f"another run of pipeline {pipeline.pipeline_name!r} is in progress (lock {path}); "
+                "not starting a second one"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def backfill_pipeline_name(start: str, end: str, stream_ids: Sequence[int]) -> str:
+    """Backfills get their own pipeline (own state and working folder) named after the range, so
+    they never touch the scheduled state and can run beside the schedule and each other."""
+    streams = (
+        hashlib.sha1(",".join(map(str, sorted(stream_ids))).encode()).hexdigest()[:8] if stream_ids else "all"
+    )
+    return f"{DEFAULT_PIPELINE_NAME}_backfill_{start}_{end}_{streams}".replace("-", "")
+
+
+def _progress_reporter(context: Any, stop: threading.Event) -> None:
+    while not stop.wait(PROGRESS_EVERY_SECONDS):
+        streams = ", ".join(
+            f"{stream_id}: {p.get('windows', 0)} windows/{p.get('conversations', 0)} conversations"
+            for stream_id, p in sorted(context.progress.items())
+        )
+        logger.info("progress: requests=%s %s", context.client.stats.get("requests", 0), streams)
+
+
+def run_pipeline(
+    pipeline: dlt.Pipeline,
+    *,
+    backfill: tuple[str, str] | None = None,
+    stream_ids: Any = None,
+    build_views: bool = True,
+    source_overrides: dict[str, Any] | None = None,
+) -> RunSummary:
+    """Extract, normalize and load one run; finish a previous run's pending packages first.
+
+    Raises `ConfigError` before any request for a bad configuration, `RunLocked` when another run of
+    the pipeline is active, `ApiError` / `PipelineStepFailed` when the run fails. On failure no state
+    moves: dlt commits the source state together with the load package.
+    """
+    started = time.monotonic()
+    overrides = dict(source_overrides or {})
+    if stream_ids is not None:
+        overrides["stream_ids"] = parse_stream_ids(stream_ids)
+    if backfill is not None:
+        start, end = (
+            parse_moment(value, key) for value, key in zip(backfill, ("--start", "--end"), strict=True)
+        )
+        if end <= start:
+            raise ConfigError(f"--end {backfill[1]} is not after --start {backfill[0]}")
+        overrides.update(start_date=start, end_date=end, backfill=True)
+    try:
+        source = commbox_source(**overrides)
+    except ConfigFieldMissingException as missing:
+        raise ConfigError(
+            f"{', '.join(missing.fields)}: missing; set it in .dlt/secrets.toml or as "
+            f"SOURCES__COMMBOX__{missing.fields[0].upper()}"
+        ) from None
+    context = source.resources["conversations"].run_context
+    summary = RunSummary(pipeline.pipeline_name, pipeline.destination.destination_name, pipeline.dataset_name)
+    with pipeline_lock(pipeline):
+        pipeline.sync_destination()
+        if pipeline.has_pending_data:
+            logger.warning("finishing the load packages a previous run left behind")
+            if pipeline.list_extracted_load_packages():
+                pipeline.normalize()
+            pipeline.load()
+        stop = threading.Event()
+        reporter = threading.Thread(target=_progress_reporter, args=(context, stop), daemon=True)
+        reporter.start()
+        try:
+            workers = context.settings.max_concurrency
+            pipeline.extract(source, workers=workers, max_parallel_items=workers * 4)
+        finally:
+            stop.set()
+            summary.requests = context.client.stats.get("requests", 0)
+            summary.throttled = context.client.stats.get("throttled", 0)
+            summary.warnings = dict(context.warnings)
+            summary.windows = sum(p.get("windows", 0) for p in context.progress.values())
+            summary.conversations = sum(p.get("conversations", 0) for p in context.progress.values())
+        pipeline.normalize()
+        load_info = pipeline.load()
+        load_info.raise_on_failed_jobs()
+    trace = pipeline.last_trace
+    if trace is not None and trace.last_normalize_info is not None:
+        summary.rows = {
+            table: count
+            for table, count in trace.last_normalize_info.row_counts.items()
+            if not table.startswith("_dlt")
+        }
+    for warning, count in sorted(context.warnings.items()):
+        logger.warning("%s (%s×)", warning, count)
+    if build_views:
+        summary.views = build_reporting_views(pipeline)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def build_reporting_views(pipeline: dlt.Pipeline, as_of: Any = None) -> list[str]:
+    """Create the SLA views once the raw tables exist; a run before the first load builds none."""
+    try:
+        from .views import build_views
+    except ImportError:
+        return []
+    if "objects" not in pipeline.default_schema.tables or not pipeline.default_schema.get_table_columns(
+        "objects"
+    ):
+        return []
+    return build_views(pipeline, as_of=as_of)
+
+
+__all__ = [
+    "DESTINATIONS",
+    "ApiError",
+    "ConfigError",
+    "PipelineStepFailed",
+    "RunLocked",
+    "RunSummary",
+    "backfill_pipeline_name",
+    "make_pipeline",
+    "run_pipeline",
+]

@@ -1,0 +1,258 @@
+"""Constants, enums and the endpoint table of the CommBox source: data, no logic."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+DEFAULT_BASE_URL = "https://api.commbox.io"
+DEFAULT_RAW_DATASET = "commbox_raw"
+DEFAULT_PIPELINE_NAME = "commbox"
+DEFAULT_DUCKDB_FILE = "commbox.duckdb"
+
+# Endpoints, as in the vendor's OpenAPI description (read side only).
+SYSTEM_STATUS = "/core/systemstatus"
+STREAM_OBJECTS = "/streams/{stream_id}/objects"
+OBJECT_TRANSCRIPT = "/streams/{stream_id}/objects/{object_id}/transcript"
+OBJECT_ACTIVITIES = "/objects/{object_id}/activities"
+MANAGERS = "/managers"
+STATS_STREAMS = "/stats/streams"
+STATS_SLA_EXCEPTIONS = "/stats/streamsSLAExceptions"
+STREAM_AVAILABILITY = "/streams/{stream_id}/streamavailability/{ignore_automation}"
+
+# "Max: 100 objects - for larger data additional calls are required" (Get Stream Objects).
+MAX_PAGE_SIZE = 100
+# A window whose count equals the largest count seen so far (and at least this many) is
+# treated as possibly capped and verified by splitting: some accounts cap below pageSize.
+MIN_SUSPECT_COUNT = 10
+# Paging through a single over-full second gives up after this many pages.
+MAX_PAGES_PER_SECOND = 1000
+
+# Window defaults (seconds unless the name says otherwise).
+DEFAULT_WINDOW_HOURS = 24.0
+DEFAULT_MAX_WINDOW_DAYS = 31.0
+DEFAULT_LOOKBACK_SECONDS = 3600
+DEFAULT_SAFETY_MARGIN_SECONDS = 120
+DEFAULT_CREATED_MODE_REREAD_DAYS = 7.0
+DEFAULT_START_DAYS_AGO = 30
+
+# HTTP defaults.
+DEFAULT_MAX_CONCURRENCY = 8
+DEFAULT_MAX_REQUESTS_PER_SECOND = 0.0  # 0: no client-side ceiling, the server's 429s still pace us
+DEFAULT_MAX_RETRY_WAIT_SECONDS = 120.0
+DEFAULT_MAX_ATTEMPTS = 6
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 10.0
+DEFAULT_REQUEST_TIMEOUT_SECONDS = 60.0
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+# Window modes: which object datetime the unix window applies to.
+MODE_AUTO = "auto"
+MODE_UPDATED = "updated"
+MODE_CREATED = "created"
+TIME_FILTER_MODES = (MODE_AUTO, MODE_UPDATED, MODE_CREATED)
+TIME_FILTER_PARAM = {MODE_UPDATED: "updatedtime", MODE_CREATED: "createdtime"}
+
+
+class ObjectStatus(IntEnum):
+    OPEN = 1
+    RESOLVED = 2
+    FORWARD = 3
+    IRRELEVANT = 4
+    DELETED = 5
+    FORWARD_REPLY = 6
+    DRAFT = 7
+    IN_PROCESS = 8
+    SCHEDULED = 9
+    FOLLOW_UP = 10
+    AUTOMATED = 11
+    SENT = 13
+    ARCHIVE = 14
+    PENDING = 15
+
+
+class ActivityType(IntEnum):
+    REMARK = 1
+    STATUS_CHANGE = 2
+    FORWARD = 3
+    FORWARD_REPLY = 4
+    STREAM_CHANGE = 5
+    ASSIGN_CHANGE = 6
+    UPDATE_OBJECT_TAG = 7
+    FOLLOW_UP = 8
+    UPDATE_OBJECT_INTENT = 9
+    ATTACHMENT = 10
+    RULE_EXECUTED = 11
+    CUSTOM = 12
+    UPDATE_OBJECT_PUBLICITY = 13
+    DEBUG = 14
+    INVALID_EXTENSION_FILE = 15
+    INVALID_FILE_SIZE = 16
+    DISALLOWED_FILE_UPLOAD = 17
+    INACTIVITY_LOGOUT = 18
+    PARTICIPANT_CHANGE = 19
+    TARGET_STREAM_CHANGE = 20
+    CONVERSATION_SUMMARY = 21
+    LOG_ERROR = 22
+    REDACT_CHILD = 23
+
+
+ACTIVITY_TYPE_NAMES = {
+    1: "Remark",
+    2: "StatusChange",
+    3: "Forward",
+    4: "ForwardReply",
+    5: "StreamChange",
+    6: "AssignChange",
+    7: "UpdateObjectTag",
+    8: "FollowUp",
+    9: "UpdateObjectIntent",
+    10: "Attachment",
+    11: "RuleExecuted",
+    12: "Custom",
+    13: "UpdateObjectPublicity",
+    14: "Debug",
+    15: "InvalidExtensionFile",
+    16: "InvalidFileSize",
+    17: "DisallowedFileUpload",
+    18: "inactivityLogout",
+    19: "ParticipantChange",
+    20: "TargetStreamChange",
+    21: "ConversationSummary",
+    22: "LogError",
+    23: "RedactChild",
+}
+
+# The SLA views need status and assignment history; Remark is cheap context for agents.
+DEFAULT_ACTIVITY_TYPES = (ActivityType.STATUS_CHANGE, ActivityType.ASSIGN_CHANGE)
+
+PERMISSION_BOT = 5
+
+# Drifting field names seen in the vendor's own examples, first match wins.
+OBJECT_FIELDS: dict[str, tuple[str, ...]] = {
+    "object_id": ("objectId", "id", "object_id", "ObjectId"),
+    "stream_id": ("streamId", "streamid", "stream_id", "StreamId"),
+    "sub_stream_id": ("substreamId", "subStreamId", "substreamid", "sub_stream_id", "SubStreamId"),
+    "object_type": ("type", "Type"),
+    "status_id": ("statusId", "statusID", "StatusId", "status_id"),
+    "created_at": ("createdTime", "CreatedTime", "createDate"),
+    "updated_at": ("updatedTime", "UpdatedTime"),
+    "closed_at": ("closedTime", "closeTime", "ClosedTime"),
+    "first_response_at": ("firstResponseTime",),
+    "last_response_at": ("lastResponseTime",),
+    "priority_at": ("priorityTime",),
+    "assigned_manager_id": ("assignedManagerId",),
+    "last_assigned_manager_id": ("lastAssignedManagerId",),
+    "user_identity_id": ("user_identity", "userIdentity", "userIdentityId"),
+    "stream_provider_id": ("streamProviderId",),
+    "stream_provider_type": ("streamProviderType",),
+    "user_stream_provider_id": ("userStreamProviderId",),
+    "user_stream_provider_type": ("userStreamProviderType",),
+    "first_name": ("firstName",),
+    "last_name": ("lastName",),
+    "num_childs": ("numChilds",),
+    "num_tags": ("numTags",),
+    "is_manager": ("isManager",),
+    "message": ("message",),
+    "content": ("content",),
+}
+CHILD_FIELDS: dict[str, tuple[str, ...]] = {
+    "child_id": ("id", "childId", "child_id"),
+    "object_id": ("objectId", "object_id"),
+    "created_at": ("createdTime",),
+    "message": ("message",),
+    "content": ("content",),
+    "stream_provider_id": ("streamProviderId",),
+    "stream_provider_type": ("streamProviderType",),
+    "stream_provider_email": ("streamProviderEmail",),
+    "first_name": ("firstName",),
+    "last_name": ("lastName",),
+}
+USER_FIELDS: dict[str, tuple[str, ...]] = {
+    "user_id": ("id", "userId"),
+    "unique_id": ("uniqueId",),
+    "phone1": ("phone1",),
+    "phone2": ("phone2",),
+    "email": ("email",),
+    "first_name": ("firstName", "first_name"),
+    "last_name": ("lastName", "last_name"),
+    "gender": ("gender",),
+    "locale": ("locale", "Locale"),
+    "birthday": ("birthday",),
+    "remarks": ("remarks",),
+    "content": ("content",),
+    "number_identities": ("numberIdentities", "numIdentities"),
+    "is_manager": ("isManager",),
+    "permission_id": ("permissionId",),
+}
+IDENTITY_FIELDS: dict[str, tuple[str, ...]] = {
+    "identity_id": ("id", "identityId"),
+    "user_id": ("userId",),
+    "stream_provider_id": ("streamProviderId",),
+    "stream_provider_type": ("streamProviderType",),
+    "stream_provider_email": ("streamProviderEmail",),
+    "first_name": ("firstName",),
+    "last_name": ("lastName",),
+    "user_name": ("userName",),
+    "thumbnail_url": ("thumbnailUrl",),
+}
+MANAGER_FIELDS: dict[str, tuple[str, ...]] = {
+    "manager_id": ("id", "managerId"),
+    "identity_id": ("identityId",),
+    "stream_provider_id": ("streamProviderId",),
+    "first_name": ("firstName",),
+    "last_name": ("lastName",),
+    "email": ("email",),
+    "user_name": ("userName",),
+    "permission_id": ("permissionId",),
+    "team_ids": ("team",),
+    "team_id": ("teamId",),
+    "team_name": ("teamName",),
+    "profiles": ("profiles",),
+    "brand_id": ("brandId",),
+    "thumbnail_url": ("thumbnailUrl",),
+}
+TRANSCRIPT_FIELDS: dict[str, tuple[str, ...]] = {
+    "object_id": ("objectId", "object_id", "id"),
+    "stream_id": ("streamid", "streamId"),
+    "sub_stream_id": ("substreamid", "subStreamId", "substreamId"),
+    "transcript": ("trasncript", "transcript"),
+}
+
+# Columns holding ids, counts or enum codes: strings become integers.
+INT_COLUMNS = frozenset(
+    {
+        "object_id",
+        "stream_id",
+        "sub_stream_id",
+        "object_type",
+        "status_id",
+        "assigned_manager_id",
+        "last_assigned_manager_id",
+        "user_identity_id",
+        "stream_provider_type",
+        "user_stream_provider_type",
+        "num_childs",
+        "num_tags",
+        "child_id",
+        "user_id",
+        "manager_id",
+        "identity_id",
+        "number_identities",
+        "permission_id",
+        "team_id",
+        "brand_id",
+        "activity_type",
+    }
+)
+# Ids where 0 means "none" (unassigned): loaded as NULL.
+ZERO_IS_NULL = frozenset({"assigned_manager_id", "last_assigned_manager_id", "manager_id"})
+TIMESTAMP_COLUMNS = frozenset(
+    {"created_at", "updated_at", "closed_at", "first_response_at", "last_response_at", "priority_at"}
+)
+# Phone numbers arrive as numbers or strings; they are identifiers, kept as text.
+TEXT_COLUMNS = frozenset({"phone1", "phone2", "unique_id", "stream_provider_id", "user_stream_provider_id"})
+
+# Keys of an activity's `data` JSON that carry the before/after of a change.
+STATUS_FROM_KEYS = ("oldStatus", "oldStatusId", "fromStatus", "previousStatus", "from")
+STATUS_TO_KEYS = ("newStatus", "newStatusId", "toStatus", "status", "statusId", "to")
+MANAGER_FROM_KEYS = ("oldManagerId", "fromManagerId", "previousManagerId", "oldManager", "from")
+MANAGER_TO_KEYS = ("newManagerId", "toManagerId", "managerId", "newManager", "assignedManagerId", "to")

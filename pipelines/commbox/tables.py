@@ -1,0 +1,142 @@
+"""Declared column types of the raw tables (docs/raw_tables.md).
+
+Declaring them means a column the SQL views rely on exists from the first load, even when every
+value so far was empty, and has the same type on every destination. Columns not declared here are
+still loaded: dlt infers and evolves them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+TS = {"data_type": "timestamp", "timezone": True}
+BIGINT = {"data_type": "bigint"}
+TEXT = {"data_type": "text"}
+BOOL = {"data_type": "bool"}
+
+
+def _columns(**types: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: {"name": name, "nullable": True, **hint} for name, hint in types.items()}
+
+
+TABLE_COLUMNS: dict[str, dict[str, dict[str, Any]]] = {
+    "objects": _columns(
+        object_id=BIGINT,
+        stream_id=BIGINT,
+        sub_stream_id=BIGINT,
+        object_type=BIGINT,
+        status_id=BIGINT,
+        created_at=TS,
+        updated_at={**TS, "dedup_sort": "desc"},
+        closed_at=TS,
+        first_response_at=TS,
+        last_response_at=TS,
+        priority_at=TS,
+        assigned_manager_id=BIGINT,
+        last_assigned_manager_id=BIGINT,
+        user_id=BIGINT,
+        user_identity_id=BIGINT,
+        stream_provider_id=TEXT,
+        stream_provider_type=BIGINT,
+        user_stream_provider_id=TEXT,
+        user_stream_provider_type=BIGINT,
+        first_name=TEXT,
+        last_name=TEXT,
+        num_childs=BIGINT,
+        num_tags=BIGINT,
+        is_manager=BOOL,
+        message=TEXT,
+        content=TEXT,
+    ),
+    "childs": _columns(
+        child_id=BIGINT,
+        object_id=BIGINT,
+        stream_id=BIGINT,
+        position=BIGINT,
+        created_at=TS,
+        is_manager=BOOL,
+        manager_id=BIGINT,
+        user_id=BIGINT,
+        identity_id=BIGINT,
+        stream_provider_id=TEXT,
+        stream_provider_type=BIGINT,
+        stream_provider_email=TEXT,
+        first_name=TEXT,
+        last_name=TEXT,
+        message=TEXT,
+        content=TEXT,
+    ),
+    "activities": _columns(
+        activity_id=TEXT,
+        object_id=BIGINT,
+        stream_id=BIGINT,
+        activity_type=BIGINT,
+        activity_type_name=TEXT,
+        created_at=TS,
+        user_id=BIGINT,
+        user_first_name=TEXT,
+        user_last_name=TEXT,
+        identity_id=BIGINT,
+        data=TEXT,
+        status_from_id=BIGINT,
+        status_to_id=BIGINT,
+        manager_from_id=BIGINT,
+        manager_to_id=BIGINT,
+        text=TEXT,
+    ),
+    "transcripts": _columns(
+        object_id=BIGINT,
+        stream_id=BIGINT,
+        sub_stream_id=BIGINT,
+        transcript=TEXT,
+        user_id=BIGINT,
+    ),
+    "users": _columns(
+        user_id=BIGINT,
+        unique_id=TEXT,
+        phone1=TEXT,
+        phone2=TEXT,
+        email=TEXT,
+        first_name=TEXT,
+        last_name=TEXT,
+        gender=TEXT,
+        locale=TEXT,
+        birthday={"data_type": "date"},
+        remarks=TEXT,
+        content=TEXT,
+        number_identities=BIGINT,
+        is_manager=BOOL,
+    ),
+    "user_identities": _columns(
+        identity_id=BIGINT,
+        user_id=BIGINT,
+        stream_provider_id=TEXT,
+        stream_provider_type=BIGINT,
+        stream_provider_email=TEXT,
+        first_name=TEXT,
+        last_name=TEXT,
+    ),
+    "managers": _columns(
+        manager_id=BIGINT,
+        identity_id=BIGINT,
+        first_name=TEXT,
+        last_name=TEXT,
+        email=TEXT,
+        user_name=TEXT,
+        permission_id=BIGINT,
+        is_bot=BOOL,
+        team_ids=TEXT,
+        team_id=BIGINT,
+        team_name=TEXT,
+        profiles=TEXT,
+    ),
+    "streams": _columns(
+        stream_id=BIGINT,
+        open_count=BIGINT,
+        sla_breach_count=BIGINT,
+        sla_critical_count=BIGINT,
+        availability_state=BIGINT,
+        observed_at=TS,
+    ),
+    "bad_records": _columns(record_id=TEXT, stream_id=BIGINT, reason=TEXT, payload=TEXT),
+}
