@@ -1,0 +1,17 @@
+"""CommBox (Cirrus Digital) API simulator: a real HTTP server on loopback over a generated account.
+
+    from pipelines.commbox_sim import Simulator, SimConfig
+    sim = Simulator(SimConfig(seed=7, conversations=2000))
+    base_url = sim.start()          # background thread, ephemeral port
+    ...
+    sim.stop()
+
+See docs/simulator.md for the endpoints, switches and semantics.
+"""
+
+from .cli import main
+from .clock import SimClock
+from .config import BAD_PAYLOADS, QUIRKS, SimConfig
+from .simulator import Simulator, Truth
+
+__all__ = ["BAD_PAYLOADS", "QUIRKS", "SimClock", "SimConfig", "Simulator", "Truth", "main"]

@@ -1,0 +1,128 @@
+"""``python -m pipelines.commbox_sim`` / ``commbox-etl simulate``: serve the simulator in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from .config import BAD_PAYLOADS, QUIRKS, SimConfig
+from .simulator import Simulator
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="commbox-sim", description="Serve the CommBox API simulator on loopback."
+    )
+    d = SimConfig()
+    g = p.add_argument_group("server")
+    g.add_argument("--host", default="127.0.0.1")
+    g.add_argument("--port", type=int, default=8765, help="0 picks a free port (the real one is printed)")
+    g.add_argument("--ready-file", type=Path, help="write the base URL to this file once listening")
+    g = p.add_argument_group("data")
+    g.add_argument("--seed", type=int, default=d.seed)
+    g.add_argument("--conversations", type=int, default=d.conversations)
+    g.add_argument("--days", type=int, default=d.days)
+    g.add_argument("--streams", type=int, default=d.streams)
+    g.add_argument("--end", default=d.end, help="ISO time the history ends at; the clock starts there")
+    g.add_argument("--no-bursts", action="store_true", help="no burst hours")
+    g.add_argument("--api-key", default=d.api_key)
+    g.add_argument("--frozen-clock", action="store_true", help="the clock moves only via /_sim/advance")
+    g = p.add_argument_group("semantics")
+    g.add_argument("--no-quirks", action="store_true", help="serve clean, canonical shapes")
+    g.add_argument(
+        "--quirk-off", action="append", default=[], choices=sorted(QUIRKS), help="turn one quirk off"
+    )
+    g.add_argument("--window-cap", action="store_true", help="a time window returns at most 100 objects")
+    g.add_argument("--ignore-time-filter", action="store_true", help="windows always apply to createdTime")
+    g.add_argument("--page-base", type=int, choices=(0, 1), default=d.page_base)
+    g.add_argument(
+        "--inclusive-end", action="store_true", help="windows are [start, end] instead of [start, end)"
+    )
+    g.add_argument("--max-page-size", type=int, default=d.max_page_size)
+    g = p.add_argument_group("throttling and faults")
+    g.add_argument("--rps", type=float, default=0.0, help="token-bucket rate limit (0 = off)")
+    g.add_argument("--burst", type=int, default=d.rate_limit_burst, help="token-bucket size")
+    g.add_argument("--retry-after", type=int, help="force this Retry-After on every 429")
+    g.add_argument("--quota-exhausted", action="store_true", help="every request gets 429")
+    g.add_argument("--latency-ms", type=float, default=0.0)
+    g.add_argument("--latency-jitter-ms", type=float, default=0.0)
+    g.add_argument("--fault-seed", type=int, default=0)
+    g.add_argument("--fault-5xx", type=float, default=0.0, metavar="RATE")
+    g.add_argument("--fault-reset", type=float, default=0.0, metavar="RATE")
+    g.add_argument("--fault-truncate", type=float, default=0.0, metavar="RATE")
+    g.add_argument("--fault-html200", type=float, default=0.0, metavar="RATE")
+    g.add_argument("--fault-slow-body", type=float, default=0.0, metavar="RATE")
+    g.add_argument("--slow-body-seconds", type=float, default=d.slow_body_seconds)
+    g.add_argument("--fail-path-regex")
+    g.add_argument("--bad-payload", choices=BAD_PAYLOADS)
+    g.add_argument("--bad-payload-rate", type=float)
+    g.add_argument("--bad-payload-path-regex")
+    return p
+
+
+def config_from_args(a: argparse.Namespace) -> SimConfig:
+    return SimConfig(
+        seed=a.seed,
+        conversations=a.conversations,
+        days=a.days,
+        streams=a.streams,
+        end=a.end,
+        bursts=not a.no_bursts,
+        api_key=a.api_key,
+        clock_running=not a.frozen_clock,
+        quirks=not a.no_quirks,
+        quirks_off=frozenset(a.quirk_off),
+        window_cap=a.window_cap,
+        ignore_time_filter=a.ignore_time_filter,
+        page_base=a.page_base,
+        inclusive_end=a.inclusive_end,
+        max_page_size=a.max_page_size,
+        rate_limit_rps=a.rps,
+        rate_limit_burst=a.burst,
+        retry_after_override=a.retry_after,
+        quota_exhausted=a.quota_exhausted,
+        latency_ms=a.latency_ms,
+        latency_jitter_ms=a.latency_jitter_ms,
+        fault_seed=a.fault_seed,
+        fault_5xx_rate=a.fault_5xx,
+        fault_reset_rate=a.fault_reset,
+        fault_truncate_rate=a.fault_truncate,
+        fault_html200_rate=a.fault_html200,
+        fault_slow_body_rate=a.fault_slow_body,
+        slow_body_seconds=a.slow_body_seconds,
+        fail_path_regex=a.fail_path_regex,
+        bad_payload=a.bad_payload,
+        bad_payload_rate=a.bad_payload_rate,
+        bad_payload_path_regex=a.bad_payload_path_regex,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGINT/SIGTERM. Prints one line with the base URL and the key, then blocks."""
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as exc:
+        print(f"commbox-sim: {exc}", file=sys.stderr)
+        return 2
+    sim = Simulator(cfg)
+    url = sim.start(host=args.host, port=args.port)
+    stop = threading.Event()
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    # A CLI entry point: this one line on stdout is the interface a parent process reads.
+    print(f"CommBox simulator listening on {url} api_key={cfg.api_key}", flush=True)
+    if args.ready_file:
+        args.ready_file.write_text(url + "\n")
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        sim.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

@@ -1,0 +1,127 @@
+"""Simulator configuration: every switch, with its default, in one dataclass."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+# Each quirk can be turned off on its own (``quirks_off``) or all together (``quirks=False``).
+QUIRKS: dict[str, str] = {
+    "key_drift": "field names drift between endpoints and variants (streamid, substreamid, closeTime, id, object_id, Locale)",
+    "childs_under_user": "Get Object nests `childs` inside `user` for some objects, as the vendor example does",
+    "string_numbers": 'numbers as strings and strings as numbers ("4", "5", "528986", phone1 as a number)',
+    "user_id_comma": 'some users served with an id like "1769668,"',
+    "null_strings": 'empty values as "null", "null,", "" or JSON null',
+    "lone_child_object": "a conversation with one child serves `childs` as an object, not a list",
+    "invalid_content_json": "`content` sometimes not valid JSON ('\"isConnected\"true', a string wrapped in { })",
+    "seven_digit_times": "timestamps with seven fractional digits and Z (off: six digits and Z)",
+    "zoneless_activity_times": "activity createdTime without a zone (off: with Z)",
+    "html_messages": "message bodies are HTML with &nbsp;, <br> and quoted e-mail threads (off: plain text)",
+    "status_as_string": 'envelope status sometimes the string "200" (off: always the number)',
+}
+
+BAD_PAYLOADS = (
+    "invalid_json",
+    "empty_body",
+    "data_null",
+    "missing_id",
+    "oversize_page",
+    "wrong_types",
+    "invalid_dates",
+    "invalid_utf8",
+    "duplicate_across_pages",
+)
+
+# Switches that only shape the generated data; changing them at runtime is refused.
+GENERATION_FIELDS = frozenset({"seed", "conversations", "days", "streams", "end", "bursts"})
+
+
+@dataclass
+class SimConfig:
+    """All simulator settings. Generation fields are fixed; the rest can change via ``configure``."""
+
+    # data generation
+    seed: int = 7
+    conversations: int = 2000
+    days: int = 30
+    streams: int = 4
+    end: str | datetime = "2024-03-31T00:00:00Z"
+    bursts: bool = True
+    api_key: str = "demo-key"
+    # clock: False freezes it at ``end`` (moved only by ``advance``), for byte-identical replays
+    clock_running: bool = True
+    # shapes
+    quirks: bool = True
+    quirks_off: frozenset[str] = field(default_factory=frozenset)
+    # list endpoint semantics
+    window_cap: bool = False
+    ignore_time_filter: bool = False
+    page_base: int = 1
+    inclusive_end: bool = False
+    max_page_size: int = 100
+    # SLA target behind /stats/streamsSLAExceptions
+    sla_first_response_minutes: int = 60
+    # throttling
+    rate_limit_rps: float = 0.0
+    rate_limit_burst: int = 10
+    retry_after_override: int | None = None
+    quota_exhausted: bool = False
+    # latency
+    latency_ms: float = 0.0
+    latency_jitter_ms: float = 0.0
+    # transport and server faults
+    fault_seed: int = 0
+    fault_5xx_rate: float = 0.0
+    fault_reset_rate: float = 0.0
+    fault_truncate_rate: float = 0.0
+    fault_html200_rate: float = 0.0
+    fault_slow_body_rate: float = 0.0
+    slow_body_seconds: float = 2.0
+    fail_path_regex: str | None = None
+    # payload faults
+    bad_payload: str | None = None
+    bad_payload_rate: float | None = None
+    bad_payload_path_regex: str | None = None
+    # caches
+    fragment_cache_size: int = 60_000
+
+    def __post_init__(self) -> None:
+        self.quirks_off = frozenset(self.quirks_off)
+        self.validate()
+
+    @property
+    def end_dt(self) -> datetime:
+        return parse_end(self.end)
+
+    def quirk(self, name: str) -> bool:
+        """True when quirk ``name`` is on."""
+        return self.quirks and name not in self.quirks_off
+
+    def validate(self) -> None:
+        unknown = set(self.quirks_off) - set(QUIRKS)
+        if unknown:
+            raise ValueError(f"unknown quirks: {sorted(unknown)}; known: {sorted(QUIRKS)}")
+        if self.page_base not in (0, 1):
+            raise ValueError("page_base must be 0 or 1")
+        if self.max_page_size < 1:
+            raise ValueError("max_page_size must be >= 1")
+        if self.bad_payload is not None and self.bad_payload not in BAD_PAYLOADS:
+            raise ValueError(f"bad_payload must be one of {BAD_PAYLOADS}")
+        if self.conversations < 0 or self.days < 1 or self.streams < 1:
+            raise ValueError("conversations >= 0, days >= 1 and streams >= 1 are required")
+
+    def replace(self, **changes: Any) -> SimConfig:
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = set(changes) - names
+        if unknown:
+            raise ValueError(f"unknown switches: {sorted(unknown)}")
+        return dataclasses.replace(self, **changes)
+
+
+def parse_end(value: str | datetime) -> datetime:
+    dt = value if isinstance(value, datetime) else datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
