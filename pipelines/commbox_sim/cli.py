@@ -114,10 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     previous = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    if args.ready_file:
+        tmp = args.ready_file.with_name(args.ready_file.name + ".tmp")
+        tmp.write_text(url + "\n")
+        tmp.replace(args.ready_file)  # atomic: a reader never sees a half-written file
     # A CLI entry point: this one line on stdout is the interface a parent process reads.
     print(f"CommBox simulator listening on {url} api_key={cfg.api_key}", flush=True)
-    if args.ready_file:
-        args.ready_file.write_text(url + "\n")
     try:
         while not stop.wait(0.5):
             pass

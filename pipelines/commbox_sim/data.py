@@ -147,6 +147,7 @@ class Dataset:
         self.end_us = to_us(cfg.end_dt)
         self.start_us = self.end_us - cfg.days * _DAY
         self.version = 0
+        self._profiles: dict[int, dict[str, Any]] = {}
         rng = Random(mix(cfg.seed, 1))
         self.brand_id = 200_000 + rng.randrange(50_000)
         self._make_streams(rng)
@@ -276,6 +277,15 @@ class Dataset:
         return u
 
     def user_profile(self, u: int) -> dict[str, Any]:
+        """The customer's profile (a shared cached dict: do not modify)."""
+        profile = self._profiles.get(u)
+        if profile is None:
+            profile = self._profiles[u] = self._make_profile(u)
+            if len(self._profiles) > 200_000:
+                self._profiles.clear()
+        return profile
+
+    def _make_profile(self, u: int) -> dict[str, Any]:
         rng = Random(mix(self.seed, 3, u))
         first, last = texts.person(rng)
         named = rng.random() > 0.12
@@ -484,8 +494,11 @@ class Dataset:
         s = self.streams[self.stream_ix[i]]
         events = self.timeline(i)
         mail = s.kind == "mail"
-        profile_rng = Random(mix(self.seed, 3, self.user[i]))
-        cust_first, cust_last = texts.person(profile_rng)
+        profile = self.user_profile(self.user[i])
+        cust_first, cust_last = profile["first_name"] or "", profile["last_name"] or ""
+        # one text RNG for the generated messages; mutation messages get their own seeds
+        base_rng = Random(mix(self.seed, 4, oid))
+        n_base = sum(1 for e in events[: len(events) - len(self.extra.get(i, ()))] if e[1] == MSG)
         childs: list[dict[str, Any]] = []
         activities: list[dict[str, Any]] = []
         prev_html: str | None = None
@@ -493,7 +506,7 @@ class Dataset:
         for t, kind, a, b, actor in events:
             if kind == MSG:
                 k = len(childs)
-                rng = Random(mix(self.seed, 4, oid, k))
+                rng = base_rng if k < n_base else Random(mix(self.seed, 4, oid, k))
                 text = texts.line(rng, a, k == 0)
                 if a == CUSTOMER and rng.random() < 0.08:
                     text += f"\nAttachments: \n{rng.choice(texts.ATTACHMENTS)}"
@@ -501,7 +514,7 @@ class Dataset:
                     m = self.manager_by_id[b]
                     sender = f"{m.first_name} {m.last_name} [{m.email}]"
                 else:
-                    sender = f"{cust_first} {cust_last}"
+                    sender = f"{cust_first} {cust_last}".strip() or profile["email"]
                 sent = _us_date_text(prev_t) if prev_t else ""
                 body, own = texts.to_html(
                     rng, text, mail=mail, quoted=prev_html if mail else None, sender=sender, sent=sent

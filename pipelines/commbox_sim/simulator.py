@@ -281,7 +281,7 @@ class Truth:
         ds = self._ds
         out = []
         for u in range(ds.n_users):
-            p = ds.user_profile(u)
+            p = dict(ds.user_profile(u))
             p["num_objects"] = len(ds.user_objects.get(u, ()))
             out.append(p)
         return out
