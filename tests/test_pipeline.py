@@ -1,0 +1,167 @@
+"""The source against the simulator over loopback, into a real DuckDB file: complete, exact, incremental."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.commbox.config import ConfigError
+from pipelines.commbox.runner import make_pipeline, run_pipeline
+from tests.helpers import (
+    assert_equals_truth,
+    column,
+    duplicate_keys,
+    load,
+    make_test_pipeline,
+    query,
+    source_settings,
+)
+
+
+def fan_out_requests(sim) -> int:
+    stats = sim.stats()["requests"]
+    return sum(count for endpoint, count in stats.items() if endpoint in {"transcript", "activities"})
+
+
+def test_full_load_equals_ground_truth(sim, tmp_path):
+    pipeline = make_test_pipeline(tmp_path)
+    summary = load(pipeline, sim)
+    assert_equals_truth(pipeline, sim)
+    assert set(column(pipeline, "managers", "manager_id")) == {m["manager_id"] for m in sim.truth.managers()}
+    assert set(column(pipeline, "streams", "stream_id")) == {s["stream_id"] for s in sim.truth.streams()}
+    assert summary.rows["objects"] == len(sim.truth.objects())
+
+
+def test_second_run_without_change_adds_no_rows_and_only_lists(sim, tmp_path):
+    pipeline = make_test_pipeline(tmp_path)
+    load(pipeline, sim)
+    counts = {
+        table: len(column(pipeline, table, "1"))
+        for table in ("objects", "childs", "activities", "transcripts")
+    }
+    sim.reset_stats()
+    summary = load(pipeline, sim, advance=60)
+    assert fan_out_requests(sim) == 0
+    assert summary.conversations == 0
+    assert {table: len(column(pipeline, table, "1")) for table in counts} == counts
+    assert summary.rows.get("objects", 0) == 0
+
+
+def test_mutations_on_old_conversations_are_seen(sim, tmp_path):
+    pipeline = make_test_pipeline(tmp_path)
+    load(pipeline, sim)
+    touched = sim.mutate(new=5, messages=10, status_changes=8, closures=4, reassignments=6, reopen=2)
+    sim.reset_stats()
+    summary = load(pipeline, sim)
+    assert_equals_truth(pipeline, sim)
+    changed = set().union(*(set(ids) for ids in touched.values()))
+    assert summary.conversations == len(changed)
+    # only the changed conversations were fanned out to: one transcript and two activity types each
+    assert fan_out_requests(sim) == 3 * len(changed)
+
+
+def test_update_backdated_inside_the_lookback_is_seen(sim, tmp_path):
+    pipeline = make_test_pipeline(tmp_path)
+    load(pipeline, sim)
+    sim.mutate(status_changes=3, backdate_seconds=1200)
+    load(pipeline, sim, lookback_seconds=3600)
+    assert_equals_truth(pipeline, sim)
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [
+        {"window_cap": True},
+        {"page_base": 0},
+        {"inclusive_end": True},
+        {"max_page_size": 50},
+        {"max_page_size": 50, "window_cap": True, "inclusive_end": True, "page_base": 0},
+    ],
+    ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()),
+)
+def test_complete_whatever_the_paging_bounds_and_caps(sim_factory, tmp_path, switches):
+    sim = sim_factory(conversations=1500, **switches)  # bursts of 120 in one hour
+    pipeline = make_test_pipeline(tmp_path)
+    load(pipeline, sim, include_transcripts=False, activity_types=[], window_hours=24 * 7)
+    objects = {o["object_id"] for o in sim.truth.objects()}
+    assert set(column(pipeline, "objects", "object_id")) == objects
+    assert duplicate_keys(pipeline) == {}
+
+
+def test_window_of_three_times_the_cap_is_split_and_complete(sim_factory, tmp_path):
+    sim = sim_factory(conversations=4000, window_cap=True)  # bursts of 320 in one hour
+    pipeline = make_test_pipeline(tmp_path)
+    load(pipeline, sim, include_transcripts=False, activity_types=[], window_hours=24 * 30)
+    loaded = set(column(pipeline, "objects", "object_id"))
+    assert loaded == {o["object_id"] for o in sim.truth.objects()}
+    # the burst hour alone holds three times the cap
+    biggest_hour = max(
+        sum(
+            1
+            for o in sim.truth.objects()
+            if o["created_at"].replace(minute=0, second=0, microsecond=0) == hour
+        )
+        for hour in {o["created_at"].replace(minute=0, second=0, microsecond=0) for o in sim.truth.objects()}
+    )
+    assert biggest_hour >= 300
+
+
+def test_creation_time_fallback_when_time_filter_is_ignored(sim_factory, tmp_path, caplog):
+    sim = sim_factory(conversations=300, ignore_time_filter=True)
+    pipeline = make_test_pipeline(tmp_path)
+    load(pipeline, sim)
+    assert "ignores timeFilter" in caplog.text
+    state = pipeline.state["sources"]["commbox"]["resources"]["conversations"]["streams"]
+    assert {stream["mode"] for stream in state.values()} == {"created"}
+    sim.mutate(messages=10, status_changes=5, closures=3)
+    load(pipeline, sim, created_mode_reread_days=60)
+    assert_equals_truth(pipeline, sim)
+
+
+def test_backfill_leaves_scheduled_state_untouched_and_is_idempotent(sim, tmp_path):
+    pipeline = make_test_pipeline(tmp_path)
+    load(pipeline, sim)
+    scheduled_state = pipeline.state["sources"]["commbox"]["resources"]["conversations"]
+    before = {table: sorted(column(pipeline, table, "_dlt_id")) for table in ("objects",)}
+    created = sorted(o["created_at"] for o in sim.truth.objects())
+    start, end = created[0].date().isoformat(), created[-1].date().isoformat()
+    backfill_pipeline = make_test_pipeline(tmp_path, name="commbox_backfill")
+    for _ in range(2):
+        load(backfill_pipeline, sim, backfill=(start, end), advance=0)
+    pipeline.sync_destination()
+    assert pipeline.state["sources"]["commbox"]["resources"]["conversations"] == scheduled_state
+    assert duplicate_keys(pipeline) == {}
+    assert len(column(pipeline, "objects", "object_id")) == len(before["objects"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"api_key": ""}, "api_key"),
+        ({"start_date": "2024-03-10", "end_date": "2024-03-01", "backfill": True}, "end_date"),
+        ({"stream_ids": "532,abc"}, "stream_ids"),
+        ({"base_url": "ftp://example"}, "base_url"),
+        ({"page_size": 500}, "page_size"),
+        ({"activity_types": ["StatusChange", "Nope"]}, "activity_types"),
+    ],
+)
+def test_bad_config_fails_before_any_request(sim, tmp_path, overrides, message):
+    pipeline = make_test_pipeline(tmp_path)
+    sim.reset_stats()
+    with pytest.raises(ConfigError, match=message):
+        run_pipeline(pipeline, build_views=False, source_overrides=source_settings(sim, **overrides))
+    assert sum(sim.stats()["requests"].values()) == 0
+
+
+def test_unknown_destination_fails_before_any_request():
+    with pytest.raises(ConfigError, match="destination"):
+        make_pipeline(destination="oracle")
+
+
+def test_explicit_streams_load_only_those(sim, tmp_path):
+    stream_id = sim.truth.streams()[0]["stream_id"]
+    pipeline = make_test_pipeline(tmp_path)
+    load(pipeline, sim, stream_ids=[stream_id])
+    assert set(column(pipeline, "objects", "stream_id")) == {stream_id}
+    assert query(pipeline, "select count(*) from objects")[0][0] == sum(
+        1 for o in sim.truth.objects() if o["stream_id"] == stream_id
+    )
