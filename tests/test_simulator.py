@@ -16,8 +16,6 @@ import requests
 
 from pipelines.commbox_sim import QUIRKS, SimConfig, Simulator
 
-pytest_plugins = ["tests.fixtures.simulator"]
-
 SPEC_PATH = Path(__file__).resolve().parents[2] / "shared/reference/commbox-openapi.json"
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z$")
 

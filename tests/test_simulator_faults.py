@@ -11,8 +11,6 @@ import requests
 
 from pipelines.commbox_sim import Simulator
 
-pytest_plugins = ["tests.fixtures.simulator"]
-
 AUTH = {"Authorization": "Bearer demo-key"}
 
 
