@@ -185,11 +185,8 @@ def _demo(args: argparse.Namespace) -> int:
             pipeline = make_pipeline(
                 pipeline_name="commbox_demo", pipelines_dir=str(Path(".dlt/pipelines").resolve())
             )
-            pipeline.drop()  # the demo always loads the simulator's history afresh
-            pipeline = make_pipeline(
-                pipeline_name="commbox_demo", pipelines_dir=str(Path(".dlt/pipelines").resolve())
-            )
-            summary = run_pipeline(pipeline, stream_ids=os.environ.get("SOURCES__COMMBOX__STREAM_IDS"))
+            # The demo always loads the simulator's history afresh: its tables and state are dropped.
+            summary = run_pipeline(pipeline, refresh="drop_sources")
         finally:
             server.terminate()
             server.wait(timeout=30)

@@ -178,24 +178,31 @@ def _conversations(context: RunContext) -> Iterator[TDataItem]:
         yield from walker.walk()
 
 
+def _compact(row: dict[str, Any], table: str) -> dict[str, Any]:
+    """Drop empty values of undeclared columns: a column that was only ever empty has no type, and
+    dlt would warn about it on every load. Declared columns keep their NULLs."""
+    declared = TABLE_COLUMNS[table]
+    return {key: value for key, value in row.items() if value is not None or key in declared}
+
+
 def _objects(bundle: TDataItem) -> Iterator[TDataItem]:
     if "object" in bundle:
-        yield bundle["object"]
+        yield _compact(bundle["object"], "objects")
 
 
 def _childs(bundle: TDataItem) -> Iterator[TDataItem]:
     if bundle.get("childs"):
-        yield bundle["childs"]
+        yield [_compact(row, "childs") for row in bundle["childs"]]
 
 
 def _users(bundle: TDataItem) -> Iterator[TDataItem]:
     if bundle.get("users"):
-        yield bundle["users"]
+        yield [_compact(row, "users") for row in bundle["users"]]
 
 
 def _user_identities(bundle: TDataItem) -> Iterator[TDataItem]:
     if bundle.get("identities"):
-        yield bundle["identities"]
+        yield [_compact(row, "user_identities") for row in bundle["identities"]]
 
 
 def _bad_records(bundle: TDataItem) -> Iterator[TDataItem]:
@@ -222,7 +229,9 @@ def _transcripts(ref: TDataItem, context: RunContext) -> Any:
         context.warnings["transcripts: empty transcript"] += 1
         return None
     try:
-        return transcript_row(items[0], ref["object_id"], ref["stream_id"], context.warnings)
+        return _compact(
+            transcript_row(items[0], ref["object_id"], ref["stream_id"], context.warnings), "transcripts"
+        )
     except BadRecord:
         context.warnings["transcripts: not an object, skipped"] += 1
         return None
@@ -241,7 +250,7 @@ def _activities(ref: TDataItem, context: RunContext) -> Any:
         for row in activity_rows(items, ref["object_id"], ref["stream_id"], activity_type, context.warnings):
             # Accounts that ignore activityType send every type each time: keep the one asked for.
             if row["activity_type"] == activity_type:
-                rows[row["activity_id"]] = row
+                rows[row["activity_id"]] = _compact(row, "activities")
     return list(rows.values()) or None
 
 
@@ -250,7 +259,7 @@ def _managers(context: RunContext) -> Iterator[TDataItem]:
     rows = []
     for raw in as_list(context.client.get(MANAGERS).data):
         try:
-            rows.append(manager_row(raw, context.warnings))
+            rows.append(_compact(manager_row(raw, context.warnings), "managers"))
         except BadRecord as error:
             context.warnings[f"managers: {error}"] += 1
     yield rows

@@ -154,6 +154,7 @@ def run_pipeline(
     stream_ids: Any = None,
     build_views: bool = True,
     source_overrides: dict[str, Any] | None = None,
+    refresh: Any = None,
 ) -> RunSummary:
     """Extract, normalize and load one run; finish a previous run's pending packages first.
 
@@ -162,6 +163,7 @@ def run_pipeline(
     moves: dlt commits the source state together with the load package.
     """
     started = time.monotonic()
+    sla_config = read_sla_config() if build_views else None
     overrides = dict(source_overrides or {})
     if stream_ids is not None:
         overrides["stream_ids"] = parse_stream_ids(stream_ids)
@@ -198,6 +200,7 @@ def run_pipeline(
                 workers=workers,
                 max_parallel_items=workers * 4,
                 loader_file_format=preferred_file_format(pipeline),
+                refresh=refresh,
             )
         finally:
             stop.set()
@@ -219,21 +222,53 @@ def run_pipeline(
     for warning, count in sorted(context.warnings.items()):
         logger.warning("%s (%s×)", warning, count)
     if build_views:
-        summary.views = build_reporting_views(pipeline)
+        summary.views = build_reporting_views(pipeline, sla_config=sla_config)
     summary.seconds = time.monotonic() - started
     return summary
 
 
-def build_reporting_views(pipeline: dlt.Pipeline, as_of: Any = None) -> list[str]:
-    """Create the SLA views once the raw tables exist; a run before the first load builds none."""
+def read_sla_config() -> Any:
+    """The validated `[sla]` configuration; a bad one is a `ConfigError` before any request."""
+    from .sla import load_sla_config
+
     try:
-        from .views import build_views
-    except ImportError:
+        return load_sla_config()
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def load_sla_tables(pipeline: dlt.Pipeline, sla_config: Any) -> None:
+    """(Re)load the SLA policies, business windows and statuses for every stream and the whole span
+    of the loaded data, so the views need no time-zone arithmetic."""
+    from .sla import sla_resources
+
+    with pipeline.sql_client() as client:
+        objects = client.make_qualified_table_name("objects")
+        rows = list(
+            client.execute_sql(
+                f"select stream_id, min(created_at), max(updated_at) from {objects} group by stream_id"
+            )
+        )
+    if not rows:
+        return
+    stream_ids = sorted(int(row[0]) for row in rows if row[0] is not None)
+    span_start = min(row[1] for row in rows if row[1] is not None)
+    span_end = max(row[2] for row in rows if row[2] is not None)
+    pipeline.run(sla_resources(sla_config, stream_ids, span_start, span_end))
+
+
+def has_loaded_objects(pipeline: dlt.Pipeline) -> bool:
+    schema = pipeline.default_schema
+    return "objects" in schema.tables and bool(schema.get_table_columns("objects"))
+
+
+def build_reporting_views(pipeline: dlt.Pipeline, as_of: Any = None, sla_config: Any = None) -> list[str]:
+    """Load the SLA inputs and create the SLA views, once the raw tables exist."""
+    from .views import build_views
+
+    if not has_loaded_objects(pipeline):
         return []
-    if "objects" not in pipeline.default_schema.tables or not pipeline.default_schema.get_table_columns(
-        "objects"
-    ):
-        return []
+    load_sla_tables(pipeline, sla_config if sla_config is not None else read_sla_config())
     return build_views(pipeline, as_of=as_of)
 
 
