@@ -1,0 +1,23 @@
+-- one row per conversation (CommBox "object"), as loaded; renamed and typed only
+with
+
+objects as (
+    select * from commbox_raw.objects
+),
+
+final as (
+    select
+        cast(object_id as bigint) as object_id,
+        cast(stream_id as bigint) as stream_id,
+        cast(sub_stream_id as bigint) as sub_stream_id,
+        cast(object_type as bigint) as object_type_id,
+        cast(status_id as bigint) as status_id,
+        cast(created_at as timestamptz) as created_at,
+        cast(updated_at as timestamptz) as updated_at,
+        cast(closed_at as timestamptz) as closed_at,
+        cast(assigned_manager_id as bigint) as assigned_manager_id,
+        cast(user_id as bigint) as user_id
+    from objects
+)
+
+select * from final

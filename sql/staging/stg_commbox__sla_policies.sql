@@ -1,0 +1,26 @@
+-- one row per SLA policy: `default` (stream_id null) and one per stream; written by pipelines/commbox/sla.py
+with
+
+sla_policies as (
+    select * from commbox_raw.sla_policies
+),
+
+final as (
+    select
+        cast(policy_key as varchar) as policy_key,
+        cast(stream_id as bigint) as stream_id,
+        cast(is_default as boolean) as is_default,
+        cast(timezone as varchar) as timezone,
+        cast(business_hours_only as boolean) as is_business_hours_only,
+        cast(first_response_seconds as bigint) as first_response_target_seconds,
+        cast(next_response_seconds as bigint) as next_response_target_seconds,
+        cast(resolution_seconds as bigint) as resolution_target_seconds,
+        cast(warning_fraction as double precision) as warning_fraction,
+        cast(critical_fraction as double precision) as critical_fraction,
+        cast(bot_counts_as_response as boolean) as is_bot_response_counted,
+        cast(windows_from_at as timestamptz) as windows_from_at,
+        cast(windows_to_at as timestamptz) as windows_to_at
+    from sla_policies
+)
+
+select * from final
