@@ -75,6 +75,8 @@ def test_update_backdated_inside_the_lookback_is_seen(sim, tmp_path):
         {"inclusive_end": True},
         {"max_page_size": 50},
         {"max_page_size": 50, "window_cap": True, "inclusive_end": True, "page_base": 0},
+        {"max_page_size": 50, "strict_page_size": True},
+        {"time_filter_values": ("updated", "created", "closed")},
     ],
     ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()),
 )
@@ -165,3 +167,13 @@ def test_explicit_streams_load_only_those(sim, tmp_path):
     assert query(pipeline, "select count(*) from objects")[0][0] == sum(
         1 for o in sim.truth.objects() if o["stream_id"] == stream_id
     )
+
+
+def test_time_filter_spelling_is_negotiated_not_abandoned(sim_factory, tmp_path, caplog):
+    sim = sim_factory(conversations=300, time_filter_values=("Updated", "Created"))
+    pipeline = make_test_pipeline(tmp_path)
+    load(pipeline, sim)
+    assert_equals_truth(pipeline, sim)
+    assert "timeFilter=Updated" in caplog.text
+    state = pipeline.state["sources"]["commbox"]["resources"]["conversations"]["streams"]
+    assert {stream["mode"] for stream in state.values()} == {"updated"}

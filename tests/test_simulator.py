@@ -283,6 +283,21 @@ def test_stricter_max_page_size_clamps_silently(sim_factory) -> None:
     assert r.status_code == 200 and len(r.json()["data"]) == 50
 
 
+@pytest.mark.parametrize(
+    ("switches", "params"),
+    [
+        ({"max_page_size": 50, "strict_page_size": True}, {"pageSize": 100}),
+        ({"time_filter_values": ("Updated", "Created")}, {"timeFilter": "updatedtime"}),
+    ],
+)
+def test_stricter_accounts_refuse_parameters_with_400(sim_factory, switches: dict, params: dict) -> None:
+    sim = sim_factory(**switches)
+    s = stream_ids(sim)[0]
+    assert get(sim, f"/streams/{s}/objects", **params, **whole_history(sim)).status_code == 400
+    accepted = {"pageSize": 50} if "pageSize" in params else {"timeFilter": "Updated"}
+    assert get(sim, f"/streams/{s}/objects", **accepted, **whole_history(sim)).status_code == 200
+
+
 @pytest.mark.parametrize("inclusive", [False, True])
 def test_window_end_is_half_open_or_inclusive(sim_factory, inclusive: bool) -> None:
     sim = sim_factory(inclusive_end=inclusive)

@@ -29,7 +29,7 @@ import orjson
 from dlt.common.typing import TDataItem
 from dlt.extract.resource import DltResource
 
-from .client import CommBoxClient, NotFound
+from .client import OPTIONAL_ENDPOINT_ERRORS, CommBoxClient, NotFound
 from .config import SourceSettings, validate
 from .normalise import (
     BadRecord,
@@ -97,18 +97,26 @@ class RunContext:
         now, so a skewed local clock can neither skip nor re-read data."""
         with self._lock:
             if self._now is None:
-                envelope = self.client.get(SYSTEM_STATUS)
-                self._now = envelope.response_time or datetime.now(UTC)
-                if envelope.response_time is None:
+                try:
+                    self._now = self.client.get(SYSTEM_STATUS).response_time
+                except OPTIONAL_ENDPOINT_ERRORS as error:
+                    logger.warning("%s; taking the server's clock from the next answer", error)
+                    self._now = self.client.get(STATS_STREAMS).response_time
+                if self._now is None:
                     logger.warning("the API sent no response_time; using the local clock as now")
+                    self._now = datetime.now(UTC)
             return self._now
 
     def stream_stats(self) -> list[dict[str, Any]]:
         with self._lock:
             if self._stats_rows is None:
-                self._stats_rows = [
-                    row for row in as_list(self.client.get(STATS_STREAMS).data) if isinstance(row, dict)
-                ]
+                try:
+                    data = self.client.get(STATS_STREAMS).data
+                except OPTIONAL_ENDPOINT_ERRORS as error:
+                    self.warnings[f"streams: {STATS_STREAMS} unavailable"] += 1
+                    logger.warning("%s", error)
+                    data = []
+                self._stats_rows = [row for row in as_list(data) if isinstance(row, dict)]
             return self._stats_rows
 
     def stream_ids(self) -> tuple[int, ...]:
@@ -135,7 +143,11 @@ class RunContext:
 def _sla_exception_rows(client: CommBoxClient) -> list[dict[str, Any]]:
     """Rows of `/stats/streamsSLAExceptions`, tagged `breach` (Item1) or `critical` (Item2)."""
     rows: list[dict[str, Any]] = []
-    data = client.get(STATS_SLA_EXCEPTIONS).data
+    try:
+        data = client.get(STATS_SLA_EXCEPTIONS).data
+    except OPTIONAL_ENDPOINT_ERRORS as error:
+        logger.warning("%s", error)
+        return rows
     groups = data if isinstance(data, list) else [data]
     for group in groups:
         if not isinstance(group, dict):
@@ -165,7 +177,6 @@ def _conversations(context: RunContext) -> Iterator[TDataItem]:
             WindowReader(
                 context.client,
                 stream_id,
-                page_size=settings.page_size,
                 caps=context.caps,
                 warnings=context.warnings,
             ),
@@ -295,7 +306,7 @@ def _streams(context: RunContext) -> Iterator[TDataItem]:
                 STREAM_AVAILABILITY.format(stream_id=stream_id, ignore_automation="true")
             ).data
             state = to_int(availability.get("state")) if isinstance(availability, dict) else None
-        except (NotFound, ValueError):
+        except (*OPTIONAL_ENDPOINT_ERRORS, ValueError):
             state = None
         rows.append(
             {

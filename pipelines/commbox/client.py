@@ -58,6 +58,18 @@ class RetryAfterTooLong(ApiError):
     pass
 
 
+class BadRequest(ApiError):
+    """400: the API did not accept the parameters."""
+
+
+class NotSupported(ApiError):
+    """501: the account does not offer this operation."""
+
+
+# What an optional endpoint (stats, availability, system status) may answer without failing a run.
+OPTIONAL_ENDPOINT_ERRORS = (NotFound, NotSupported, BadRequest)
+
+
 class BadPayload(ApiError):
     """A 200 whose body is not the documented envelope (HTML page, invalid JSON, no `data`)."""
 
@@ -236,6 +248,10 @@ class CommBoxClient:
             raise AuthError(f"{where}: the API key was rejected (401 {description or 'Unauthorized'})")
         if status == 404:
             raise NotFound(f"{where}: not found (404)")
+        if status == 400:
+            raise BadRequest(f"{where}: HTTP 400 {description or 'Bad Request'}".rstrip())
+        if status == 501:
+            raise NotSupported(f"{where}: HTTP 501 {description or 'Not Implemented'}".rstrip())
         if status >= 400:
             raise ApiError(f"{where}: HTTP {status} {description or ''}".rstrip())
         if not isinstance(payload, dict) or "data" not in payload:
@@ -248,6 +264,8 @@ class CommBoxClient:
                 raise AuthError(f"{where}: the API key was rejected ({description or 'Unauthorized'})")
             if envelope_status == 404:
                 raise NotFound(f"{where}: not found")
+            if envelope_status == 400:
+                raise BadRequest(f"{where}: envelope status 400 {description or ''}".rstrip())
             raise ApiError(f"{where}: envelope status {envelope_status} {description or ''}".rstrip())
         try:
             response_time = parse_timestamp(payload.get("response_time"))

@@ -50,6 +50,13 @@ MODE_UPDATED = "updated"
 MODE_CREATED = "created"
 TIME_FILTER_MODES = (MODE_AUTO, MODE_UPDATED, MODE_CREATED)
 TIME_FILTER_PARAM = {MODE_UPDATED: "updatedtime", MODE_CREATED: "createdtime"}
+# The docs name neither the values of `timeFilter` nor their case. These are tried in turn when the
+# API answers 400; None sends no timeFilter at all (the window then applies to creation time).
+TIME_FILTER_SPELLINGS: dict[str, tuple[str | None, ...]] = {
+    MODE_UPDATED: ("updatedtime", "updatedTime", "UpdatedTime", "updated", "Updated", "updated_time", None),
+    MODE_CREATED: ("createdtime", "createdTime", "CreatedTime", "created", "Created", "created_time", None),
+}
+MIN_NEGOTIATED_PAGE_SIZE = 10
 
 
 class ObjectStatus(IntEnum):

@@ -18,14 +18,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .client import ApiError, CommBoxClient
+from .client import ApiError, BadRequest, CommBoxClient
 from .normalise import Warnings, as_list, first, parse_timestamp
 from .settings import (
     MAX_PAGES_PER_SECOND,
+    MIN_NEGOTIATED_PAGE_SIZE,
     MIN_SUSPECT_COUNT,
+    MODE_CREATED,
+    MODE_UPDATED,
     OBJECT_FIELDS,
     STREAM_OBJECTS,
     TIME_FILTER_PARAM,
+    TIME_FILTER_SPELLINGS,
     ObjectStatus,
 )
 
@@ -38,16 +42,37 @@ class IncompleteWindow(ApiError):
 
 @dataclass
 class CapTracker:
-    """The largest number of objects any single list call has returned, across streams.
+    """What the account's list endpoint turned out to accept and return, shared by all streams.
 
-    Some accounts cap a window below the requested `pageSize`. A count that reaches the largest seen
-    so far is therefore treated as possibly capped and verified by a split; honest windows below it
-    cost nothing extra.
+    `largest`: the most objects a single list call has returned. Some accounts cap a window below the
+    requested `pageSize`, so a count that reaches the largest seen so far is treated as possibly
+    capped and verified by a split; honest windows below it cost nothing extra.
+    `page_size`, `time_filter` and `ordered`: the parameters negotiated after 400 answers (see
+    `WindowReader._list`).
     """
 
     page_size: int
     largest: int = 0
+    time_filter: dict[str, int] = field(default_factory=lambda: {MODE_UPDATED: 0, MODE_CREATED: 0})
+    ordered: bool = True
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def negotiate(self, mode: str, error: BadRequest) -> None:
+        """Give up one parameter the API may not accept, least useful first; re-raise when none is left."""
+        with self._lock:
+            if self.ordered:
+                self.ordered = False
+                change = "without order/sort"
+            elif self.time_filter[mode] + 1 < len(TIME_FILTER_SPELLINGS[mode]):
+                self.time_filter[mode] += 1
+                change = f"timeFilter={TIME_FILTER_SPELLINGS[mode][self.time_filter[mode]]}"
+            elif self.page_size > MIN_NEGOTIATED_PAGE_SIZE:
+                self.page_size = max(MIN_NEGOTIATED_PAGE_SIZE, self.page_size // 2)
+                self.largest = min(self.largest, self.page_size)
+                change = f"pageSize={self.page_size}"
+            else:
+                raise error
+        logger.warning("the objects endpoint refused a request (%s); retrying %s", error, change)
 
     def is_suspect(self, count: int) -> bool:
         with self._lock:
@@ -86,13 +111,11 @@ class WindowReader:
         client: CommBoxClient,
         stream_id: int,
         *,
-        page_size: int,
         caps: CapTracker,
         warnings: Warnings,
     ) -> None:
         self.client = client
         self.stream_id = stream_id
-        self.page_size = page_size
         self.caps = caps
         self.warnings = warnings
         self.requests = 0
@@ -199,20 +222,31 @@ class WindowReader:
                 all_below = False
         return all_below
 
+    @property
+    def page_size(self) -> int:
+        return self.caps.page_size
+
+    def _params(self, start: int, end: int, mode: str, extra: dict[str, Any]) -> dict[str, Any]:
+        params: dict[str, Any] = {"unixStartTime": start, "unixEndTime": end}
+        time_filter = TIME_FILTER_SPELLINGS[mode][self.caps.time_filter[mode]]
+        if time_filter is not None:
+            params["timeFilter"] = time_filter
+        if self.caps.ordered:
+            params.update(order=TIME_FILTER_PARAM[mode], sort="asc")
+        params.update(pageSize=self.caps.page_size, includeChilds="true", **extra)
+        return params
+
     def _list(self, start: int, end: int, mode: str, **extra: Any) -> list[Any]:
-        params: dict[str, Any] = {
-            "unixStartTime": start,
-            "unixEndTime": end,
-            "timeFilter": TIME_FILTER_PARAM[mode],
-            "order": TIME_FILTER_PARAM[mode],
-            "sort": "asc",
-            "pageSize": self.page_size,
-            "includeChilds": "true",
-            **extra,
-        }
         path = STREAM_OBJECTS.format(stream_id=self.stream_id)
-        self.requests += 1
-        envelope = self.client.get(path, params)
+        while True:
+            self.requests += 1
+            try:
+                envelope = self.client.get(path, self._params(start, end, mode, extra))
+                break
+            except BadRequest as error:
+                if "pageNumber" in extra:
+                    raise
+                self.caps.negotiate(mode, error)
         if envelope.data is None:
             raise IncompleteWindow(
                 f"GET {path} window {start}..{end}: the response has no data (null); "

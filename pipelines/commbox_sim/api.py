@@ -248,6 +248,8 @@ class Api:
             )
         if start is None and identity is None and prov_id is None:
             raise ApiError(400, "A time range (unixStartTime, unixEndTime) or a user filter is required")
+        if cfg.time_filter_values is not None and q.get("timefilter") not in (None, *cfg.time_filter_values):
+            raise ApiError(400, f"timeFilter must be one of {', '.join(cfg.time_filter_values)}")
         time_filter = TIME_FILTERS.get((q.get("timefilter") or "created").lower())
         if time_filter is None:
             raise ApiError(400, "timeFilter must be created, updated or closed")
@@ -265,6 +267,8 @@ class Api:
         size = _int(q.get("pagesize"), 400) if q.get("pagesize") not in (None, "") else 100
         if size < 1:
             raise ApiError(400, "pageSize must be positive")
+        if cfg.strict_page_size and size > cfg.max_page_size:
+            raise ApiError(400, f"pageSize must be at most {cfg.max_page_size}")
         size = min(size, cfg.max_page_size)
         statuses = None
         if q.get("status"):

@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--inclusive-end", action="store_true", help="windows are [start, end] instead of [start, end)"
     )
     g.add_argument("--max-page-size", type=int, default=d.max_page_size)
+    g.add_argument("--strict-page-size", action="store_true", help="400 for a pageSize above the max")
+    g.add_argument(
+        "--time-filter-values", help="comma list of the only timeFilter values accepted (others: 400)"
+    )
     g = p.add_argument_group("throttling and faults")
     g.add_argument("--rps", type=float, default=0.0, help="token-bucket rate limit (0 = off)")
     g.add_argument("--burst", type=int, default=d.rate_limit_burst, help="token-bucket size")
@@ -80,6 +84,8 @@ def config_from_args(a: argparse.Namespace) -> SimConfig:
         page_base=a.page_base,
         inclusive_end=a.inclusive_end,
         max_page_size=a.max_page_size,
+        strict_page_size=a.strict_page_size,
+        time_filter_values=tuple(a.time_filter_values.split(",")) if a.time_filter_values else None,
         rate_limit_rps=a.rps,
         rate_limit_burst=a.burst,
         retry_after_override=a.retry_after,

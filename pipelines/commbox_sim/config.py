@@ -61,6 +61,10 @@ class SimConfig:
     page_base: int = 1
     inclusive_end: bool = False
     max_page_size: int = 100
+    # stricter accounts: 400 for a pageSize above max_page_size instead of clamping it, and only
+    # these exact timeFilter values accepted (None: any spelling of created/updated/closed)
+    strict_page_size: bool = False
+    time_filter_values: tuple[str, ...] | None = None
     # SLA target behind /stats/streamsSLAExceptions
     sla_first_response_minutes: int = 60
     # throttling
