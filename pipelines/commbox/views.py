@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import re
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,10 @@ DIALECT_FUNCTIONS: dict[str, dict[str, str]] = {
     },
 }
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Deep chains of views are inlined into every query that reads them, so a view read by several
+# others is planned (and computed) many times over. The few that fan out say `-- materialized: table`
+# in their header and are rebuilt as tables by every build_views() call.
+_MATERIALIZED = re.compile(r"^--\s*materialized:\s*table\s*$", re.MULTILINE)
 
 
 def _check_dialect(dialect: str) -> str:
@@ -102,6 +106,7 @@ def _rewrite_functions(tree: exp.Expression, dialect: str) -> exp.Expression:
     return tree
 
 
+@lru_cache(maxsize=512)
 def translate(sql: str, dialect: str) -> str:
     """Translate one view body (PostgreSQL dialect with the `cb_*` functions) for `dialect`.
 
@@ -171,6 +176,11 @@ def _qualify(tree: exp.Expression, raw_dataset: str, schema: str) -> exp.Express
         elif table.db == SCHEMA_PLACEHOLDER:
             table.set("db", exp.to_identifier(schema))
     return tree
+
+
+def materializations() -> dict[str, str]:
+    """Each view's kind: 'table' when its file says `-- materialized: table`, else 'view'."""
+    return {path.stem: "table" if _MATERIALIZED.search(path.read_text()) else "view" for path in view_files()}
 
 
 def render_views(
@@ -243,10 +253,22 @@ def build_views(
     views = render_views(dialect, raw, schema, as_of)
     with pipeline.sql_client() as client:
         client.execute_sql(f"create schema if not exists {schema}")
+        existing = {
+            str(row[0]): str(row[1])
+            for row in client.execute_sql(
+                "select table_name, table_type from information_schema.tables where table_schema = %s",
+                schema,
+            )
+            or []
+        }
         for name, _ in reversed(views):
-            client.execute_sql(f"drop view if exists {schema}.{name} cascade")
+            if name in existing:
+                kind = "view" if existing[name].upper() == "VIEW" else "table"
+                client.execute_sql(f"drop {kind} if exists {schema}.{name} cascade")
+        kinds = materializations()
         for name, select in views:
-            logger.debug("creating view %s.%s", schema, name)
-            client.execute_sql(f"create view {schema}.{name} as\n{select}")
+            kind = kinds[name]
+            logger.debug("creating %s %s.%s", kind, schema, name)
+            client.execute_sql(f"create {kind} {schema}.{name} as\n{select}")
     logger.info("created %d views in %s", len(views), schema)
     return [name for name, _ in views]
