@@ -93,7 +93,11 @@ def _rewrite_functions(tree: exp.Expression, dialect: str) -> exp.Expression:
             replacement = _template(dialect, name).copy()
             for column in list(replacement.find_all(exp.Column)):
                 if column.name == "__a0":
-                    column.replace(argument.copy())
+                    # keep precedence: `(a + b) * 1000000`, never `a + b * 1000000`
+                    wrapped = argument.copy()
+                    if isinstance(wrapped, exp.Binary):
+                        wrapped = exp.Paren(this=wrapped)
+                    column.replace(wrapped)
             return replacement
         return node
 
