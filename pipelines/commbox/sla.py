@@ -16,7 +16,7 @@ Tables yielded by `sla_resources()` (all write disposition `replace`):
   of that local day (23 or 25 hours long across daylight-saving changes).
 - `sla_statuses`: one row per ObjectStatusType with how it counts (open, paused, resolved).
 
-Configuration (`.dlt/config.toml`; every key is optional, see docs/sla.md)::
+Configuration (`.dlt/config.toml`; every key is optional, see README: SLA reporting)::
 
     [sla.default]
     timezone = "UTC"

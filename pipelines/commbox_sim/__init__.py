@@ -6,7 +6,7 @@
     ...
     sim.stop()
 
-See docs/simulator.md for the endpoints, switches and semantics.
+See the README section "The CommBox API simulator" for the endpoints, switches and semantics.
 """
 
 from .cli import main
