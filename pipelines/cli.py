@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from dlt.pipeline.exceptions import PipelineStepFailed
 
@@ -56,6 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
     _pipeline_args(report)
     report.add_argument("--pipeline-name", default="commbox")
     report.add_argument("--days", type=int, default=7)
+    report.add_argument("--html", metavar="PATH", help="write a self-contained HTML page with charts instead")
+
+    status = commands.add_parser("status", help="per stream: last window loaded, lag, rows; the last run")
+    _pipeline_args(status)
+    status.add_argument("--pipeline-name", default="commbox")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.add_argument(
+        "--max-lag-hours", type=float, help="exit 1 when a stream's last window is older than this"
+    )
+
+    doctor = commands.add_parser("doctor", help="check the configuration, the API and key, the destination")
+    _pipeline_args(doctor)
+    doctor.add_argument("--pipeline-name", default="commbox")
+    doctor.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the API")
 
     simulate = commands.add_parser(
         "simulate", help="serve the CommBox API simulator (see docs/simulator.md)", add_help=False
@@ -66,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--conversations", type=int, default=3000)
     demo.add_argument("--days", type=int, default=30)
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--html", default="reports/sla.html", help="where to write the HTML SLA report")
     return parser
 
 
@@ -129,8 +145,61 @@ def _report(args: argparse.Namespace) -> int:
         pipelines_dir=args.pipelines_dir,
     )
     pipeline.sync_destination()
+    if args.html:
+        from pipelines.commbox.report_html import write_html_report
+
+        path = write_html_report(pipeline, Path(args.html), days=args.days)
+        print(f"SLA report written to {path}")
+        return 0
     print(render_report(pipeline, days=args.days))
     return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    from pipelines.commbox.ops import read_status, render_status
+    from pipelines.commbox.runner import make_pipeline
+
+    pipeline = make_pipeline(
+        destination=args.destination,
+        dataset=args.dataset,
+        pipeline_name=args.pipeline_name,
+        pipelines_dir=args.pipelines_dir,
+    )
+    status = read_status(pipeline)
+    print(json.dumps(status.as_dict(), indent=2) if args.json else render_status(status))
+    if args.max_lag_hours is not None:
+        limit = args.max_lag_hours * 3600
+        lagging = [s.stream_id for s in status.streams if (s.lag_seconds(status.now) or 0) > limit]
+        if lagging or not status.streams:
+            print(
+                f"commbox-etl: streams {lagging or 'none loaded'} lag more than {args.max_lag_hours}h",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from pipelines.commbox.ops import run_doctor
+    from pipelines.commbox.runner import make_pipeline
+
+    def pipeline() -> Any:
+        return make_pipeline(
+            destination=args.destination,
+            dataset=args.dataset,
+            pipeline_name=args.pipeline_name,
+            pipelines_dir=args.pipelines_dir,
+        )
+
+    checks = run_doctor(pipeline, timeout=args.timeout)
+    for check in checks:
+        print(check.line(), flush=True)
+    failed = [check for check in checks if not check.ok]
+    if any(check.name == "config" for check in failed):
+        return EXIT_CONFIG
+    return EXIT_FAILED if failed else 0
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -195,8 +264,13 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         from pipelines.commbox.report import render_report
     except ImportError:
-        return 0
-    print(render_report(pipeline, days=7))
+        pass
+    else:
+        print(render_report(pipeline, days=7))
+    from pipelines.commbox.report_html import write_html_report
+
+    path = write_html_report(pipeline, Path(args.html), days=14)
+    print(f"\nSLA report with charts (open it in a browser): {path}", flush=True)
     return 0
 
 
@@ -205,6 +279,8 @@ COMMANDS = {
     "backfill": _run,
     "views": _views,
     "report": _report,
+    "status": _status,
+    "doctor": _doctor,
     "simulate": _simulate,
     "demo": _demo,
 }
