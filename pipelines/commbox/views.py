@@ -230,6 +230,29 @@ def _destination_dialect(pipeline: Any) -> str:
     return dialect
 
 
+def _materialize_missing_raw_tables(pipeline: Any) -> None:
+    """Create, empty, the raw tables a load never produced (transcripts switched off, no activity types,
+    no rejects yet), so every staging view has a table to read."""
+    import dlt
+
+    from .tables import TABLE_COLUMNS
+
+    with pipeline.sql_client() as client:
+        rows = client.execute_sql(
+            "select table_name from information_schema.tables where table_schema = %s", pipeline.dataset_name
+        )
+        existing = {str(row[0]) for row in rows or []}
+    missing = [table for table in TABLE_COLUMNS if table not in existing]
+    if missing:
+        logger.info("creating empty raw tables %s", ", ".join(missing))
+        pipeline.run(
+            [
+                dlt.resource([dlt.mark.materialize_table_schema()], name=table, columns=TABLE_COLUMNS[table])
+                for table in missing
+            ]
+        )
+
+
 def build_views(
     pipeline: Any,
     *,
@@ -254,6 +277,8 @@ def build_views(
     """
     dialect = _destination_dialect(pipeline)
     raw = raw_dataset or pipeline.dataset_name
+    if raw == pipeline.dataset_name:
+        _materialize_missing_raw_tables(pipeline)
     views = render_views(dialect, raw, schema, as_of)
     with pipeline.sql_client() as client:
         client.execute_sql(f"create schema if not exists {schema}")

@@ -1,0 +1,20 @@
+-- one row per customer identity (an e-mail address, a phone number, a WhatsApp or web handle)
+with
+
+user_identities as (
+    select * from commbox_raw.user_identities
+),
+
+final as (
+    select
+        cast(identity_id as bigint) as identity_id,
+        cast(user_id as bigint) as user_id,
+        cast(stream_provider_type as bigint) as stream_provider_type,
+        cast(stream_provider_id as varchar) as stream_provider_id,
+        cast(stream_provider_email as varchar) as stream_provider_email,
+        cast(first_name as varchar) as first_name,
+        cast(last_name as varchar) as last_name
+    from user_identities
+)
+
+select * from final
