@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import re
 import threading
 import time
 from collections import Counter
@@ -105,15 +106,21 @@ class RequestBudget:
             self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
     def __enter__(self) -> RequestBudget:
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                start = max(now, self._next_start, self._paused_until)
-                if start <= now:
-                    self._next_start = now + self._interval
-                    break
-            time.sleep(min(start - now, 0.5))
+        # The slot first, the pause check last: a worker that passed the check and then queued for
+        # a slot would otherwise send after a 429 had paused everyone, ignoring its Retry-After.
         self._slots.acquire()
+        try:
+            while True:
+                with self._lock:
+                    now = time.monotonic()
+                    start = max(now, self._next_start, self._paused_until)
+                    if start <= now:
+                        self._next_start = now + self._interval
+                        break
+                time.sleep(min(start - now, 0.5))
+        except BaseException:
+            self._slots.release()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -282,6 +289,11 @@ class CommBoxClient:
             if status >= 400:
                 return {}
             raise _Retryable("an empty body")
+        if b"\\u0000" in body:
+            # PostgreSQL text cannot hold NUL and COPY would fail the whole package: replace it.
+            body, replaced = _NUL_ESCAPE.subn(rb"\1\\ufffd", body)
+            if replaced:
+                self._count("warning: NUL characters replaced", replaced)
         try:
             return orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -303,6 +315,10 @@ class CommBoxClient:
             return {}
         kind = "an HTML page" if body.lstrip()[:1] == b"<" else "invalid JSON"
         raise _Retryable(f"{kind} instead of the response envelope")
+
+
+# `\u0000` preceded by an even number of backslashes: an escaped NUL, not the text "\u0000".
+_NUL_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u0000")
 
 
 def _retry_after_seconds(header: str | None) -> float | None:
