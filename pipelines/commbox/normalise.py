@@ -63,7 +63,18 @@ def clean(value: Any) -> Any:
 
 
 def to_int(value: Any) -> int | None:
-    """An integer from an int, an integral float or a numeric string such as "1769668,"."""
+    """An integer from an int, an integral float or a numeric string such as "1769668,".
+
+    Raises ValueError beyond the signed 64-bit range too: every destination stores these as
+    BIGINT, and one out-of-range id would otherwise fail the whole load package, run after run.
+    """
+    number = _to_int(value)
+    if number is not None and not -(2**63) <= number < 2**63:
+        raise ValueError(f"integer out of the 64-bit range: {value!r}")
+    return number
+
+
+def _to_int(value: Any) -> int | None:
     value = clean(value)
     if value is None:
         return None

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .client import ApiError, BadRequest, CommBoxClient
-from .normalise import Warnings, as_list, first, parse_timestamp
+from .normalise import Warnings, as_list, first, parse_timestamp, to_int
 from .settings import (
     MAX_PAGES_PER_SECOND,
     MIN_NEGOTIATED_PAGE_SIZE,
@@ -34,6 +34,11 @@ from .settings import (
 )
 
 logger = logging.getLogger("commbox.windows")
+
+# A list response that looks damaged is read this many times before it is kept or refused.
+LIST_READ_ATTEMPTS = 3
+# An object updated this far after the server's now is taken for a garbled timestamp.
+FUTURE_TOLERANCE_SECONDS = 86400
 
 
 class IncompleteWindow(ApiError):
@@ -237,27 +242,74 @@ class WindowReader:
         return params
 
     def _list(self, start: int, end: int, mode: str, **extra: Any) -> list[Any]:
+        """The items of one list call. A response that looks damaged (no list, items without a
+        usable id or time, more items than asked for) is read again: proxies and overloaded
+        backends garble single responses, and a re-read is cheaper than a gap. If it stays damaged,
+        a response with nothing usable fails the run (the state stays put); a few bad items are
+        passed on and end up in `bad_records` or `*_raw` columns, counted in the warnings."""
         path = STREAM_OBJECTS.format(stream_id=self.stream_id)
-        while True:
-            self.requests += 1
-            try:
-                envelope = self.client.get(path, self._params(start, end, mode, extra))
-                break
-            except BadRequest as error:
-                if "pageNumber" in extra:
-                    raise
-                self.caps.negotiate(mode, error)
-        if envelope.data is None:
+        problem = ""
+        for attempt in range(1, LIST_READ_ATTEMPTS + 1):
+            while True:
+                self.requests += 1
+                try:
+                    envelope = self.client.get(path, self._params(start, end, mode, extra))
+                    break
+                except BadRequest as error:
+                    if "pageNumber" in extra:
+                        raise
+                    self.caps.negotiate(mode, error)
+            items, problem, fatal = self._inspect(envelope.data)
+            if not problem:
+                return items
+            self.warnings[f"objects: damaged list response re-read ({problem})"] += 1
+            logger.warning(
+                "stream %s window %s..%s: %s (read %s of %s)",
+                self.stream_id,
+                start,
+                end,
+                problem,
+                attempt,
+                LIST_READ_ATTEMPTS,
+            )
+        if fatal:
             raise IncompleteWindow(
-                f"GET {path} window {start}..{end}: the response has no data (null); "
+                f"GET {path} window {start}..{end}: {problem} in {LIST_READ_ATTEMPTS} reads; "
                 "refusing to treat it as an empty window"
             )
-        try:
-            items = as_list(envelope.data)
-        except ValueError:
-            raise IncompleteWindow(
-                f"GET {path} window {start}..{end}: data is a {type(envelope.data).__name__}, not a list"
-            ) from None
+        self.warnings[f"objects: kept a list response that stayed damaged ({problem})"] += 1
         if len(items) > self.page_size:
             self.warnings["objects: a page held more items than pageSize"] += 1
         return items
+
+    def _inspect(self, data: Any) -> tuple[list[Any], str, bool]:
+        """The items, what looks damaged about them ("" if nothing) and whether nothing is usable."""
+        if data is None:
+            return [], "the response has no data (null)", True
+        try:
+            items = as_list(data)
+        except ValueError:
+            return [], f"data is a {type(data).__name__}, not a list", True
+        unkeyed = sum(1 for item in items if _usable_id(item) is None)
+        if items and unkeyed == len(items):
+            return items, "no item has a usable id", True
+        if unkeyed:
+            return items, f"{unkeyed} items without a usable id", False
+        if len(items) > self.page_size:
+            return items, f"{len(items)} items for pageSize {self.page_size}", False
+        now = self.client.server_now.timestamp() if self.client.server_now else None
+        for item in items:
+            updated, created = updated_epoch(item), created_epoch(item)
+            if updated is None or created is None:
+                return items, "an item without a readable createdTime/updatedTime", False
+            if now is not None and max(updated, created) > now + FUTURE_TOLERANCE_SECONDS:
+                return items, "an item updated after the server's now", False
+        return items, "", False
+
+
+def _usable_id(item: Any) -> int | None:
+    try:
+        value = to_int(object_id_of(item))
+    except (ValueError, TypeError):
+        return None
+    return value if value is not None and value > 0 else None
