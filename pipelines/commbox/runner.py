@@ -13,10 +13,10 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import dlt
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
@@ -31,6 +31,9 @@ logger = logging.getLogger("commbox.runner")
 
 DESTINATIONS = ("duckdb", "postgres", "bigquery")
 PROGRESS_EVERY_SECONDS = 15.0
+# How long a step waits for another process to release the destination (DuckDB's file lock).
+DESTINATION_LOCK_WAIT_SECONDS = 600.0
+T = TypeVar("T")
 
 
 class RunLocked(RuntimeError):
@@ -138,6 +141,36 @@ def backfill_pipeline_name(start: str, end: str, stream_ids: Sequence[int]) -> s
     return f"{DEFAULT_PIPELINE_NAME}_backfill_{start}_{end}_{streams}".replace("-", "")
 
 
+def _is_lock_conflict(error: BaseException | None) -> bool:
+    while error is not None:
+        if "Could not set lock on file" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _waiting_for_destination_lock(step: str, action: Callable[[], T]) -> T:
+    """Run a step that opens the destination, waiting while another process holds its file lock.
+
+    DuckDB allows one writing process per file, so two backfills (or a backfill beside the schedule)
+    that load at the same moment would fail on the lock. A package whose load could not start stays
+    pending in dlt, so trying again loads it exactly once; the wait is bounded.
+    """
+    deadline = time.monotonic() + DESTINATION_LOCK_WAIT_SECONDS
+    delay = 0.2
+    while True:
+        try:
+            return action()
+        except Exception as error:
+            if not _is_lock_conflict(error) or time.monotonic() + delay > deadline:
+                raise
+            logger.warning(
+                "%s: the destination is locked by another process; trying again in %.1fs", step, delay
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def _progress_reporter(context: Any, stop: threading.Event) -> None:
     while not stop.wait(PROGRESS_EVERY_SECONDS):
         streams = ", ".join(
@@ -184,12 +217,12 @@ def run_pipeline(
     context = source.resources["conversations"].run_context
     summary = RunSummary(pipeline.pipeline_name, pipeline.destination.destination_name, pipeline.dataset_name)
     with pipeline_lock(pipeline):
-        pipeline.sync_destination()
+        _waiting_for_destination_lock("sync", pipeline.sync_destination)
         if pipeline.has_pending_data:
             logger.warning("finishing the load packages a previous run left behind")
             if pipeline.list_extracted_load_packages():
                 pipeline.normalize()
-            pipeline.load()
+            _waiting_for_destination_lock("load", pipeline.load)
         stop = threading.Event()
         reporter = threading.Thread(target=_progress_reporter, args=(context, stop), daemon=True)
         reporter.start()
@@ -207,10 +240,15 @@ def run_pipeline(
             summary.requests = context.client.stats.get("requests", 0)
             summary.throttled = context.client.stats.get("throttled", 0)
             summary.warnings = dict(context.warnings)
+            # Retries and repairs at the HTTP level count as warnings too: a run that survived a
+            # storm says so.
+            for key, count in context.client.stats.items():
+                if key.startswith(("retry: ", "warning: ")):
+                    summary.warnings[f"http {key}"] = count
             summary.windows = sum(p.get("windows", 0) for p in context.progress.values())
             summary.conversations = sum(p.get("conversations", 0) for p in context.progress.values())
         pipeline.normalize()
-        load_info = pipeline.load()
+        load_info = _waiting_for_destination_lock("load", pipeline.load)
         load_info.raise_on_failed_jobs()
     trace = pipeline.last_trace
     if trace is not None and trace.last_normalize_info is not None:
@@ -219,10 +257,12 @@ def run_pipeline(
             for table, count in trace.last_normalize_info.row_counts.items()
             if not table.startswith("_dlt")
         }
-    for warning, count in sorted(context.warnings.items()):
+    for warning, count in sorted(summary.warnings.items()):
         logger.warning("%s (%s×)", warning, count)
     if build_views:
-        summary.views = build_reporting_views(pipeline, sla_config=sla_config)
+        summary.views = _waiting_for_destination_lock(
+            "views", lambda: build_reporting_views(pipeline, sla_config=sla_config)
+        )
     summary.seconds = time.monotonic() - started
     return summary
 
