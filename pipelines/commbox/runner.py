@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -171,6 +172,32 @@ def _waiting_for_destination_lock(step: str, action: Callable[[], T]) -> T:
             delay = min(delay * 2, 5.0)
 
 
+_UNREACHABLE = re.compile(
+    r"(could not connect[^\n]*|connection to server[^\n]*|server closed the connection[^\n]*"
+    r"|terminating connection[^\n]*|the database system is (?:shutting down|starting up)[^\n]*)"
+)
+
+
+def _load(pipeline: dlt.Pipeline) -> Any:
+    """`pipeline.load()`, saying plainly when the destination could not be reached: dlt's own error
+    is a job-retry message with a traceback inside."""
+    try:
+        return _waiting_for_destination_lock("load", pipeline.load)
+    except Exception as error:
+        cause: BaseException | None = error
+        while cause is not None:
+            found = _UNREACHABLE.search(str(cause))
+            if found:
+                logger.error(
+                    "load: the destination could not be reached (%s); nothing was committed for this "
+                    "package and it stays pending: the next run loads it",
+                    found.group(1).strip()[:200],
+                )
+                break
+            cause = cause.__cause__ or cause.__context__
+        raise
+
+
 def _progress_reporter(context: Any, stop: threading.Event) -> None:
     while not stop.wait(PROGRESS_EVERY_SECONDS):
         streams = ", ".join(
@@ -222,7 +249,7 @@ def run_pipeline(
             logger.warning("finishing the load packages a previous run left behind")
             if pipeline.list_extracted_load_packages():
                 pipeline.normalize()
-            _waiting_for_destination_lock("load", pipeline.load)
+            _load(pipeline)
         stop = threading.Event()
         reporter = threading.Thread(target=_progress_reporter, args=(context, stop), daemon=True)
         reporter.start()
@@ -248,7 +275,7 @@ def run_pipeline(
             summary.windows = sum(p.get("windows", 0) for p in context.progress.values())
             summary.conversations = sum(p.get("conversations", 0) for p in context.progress.values())
         pipeline.normalize()
-        load_info = _waiting_for_destination_lock("load", pipeline.load)
+        load_info = _load(pipeline)
         load_info.raise_on_failed_jobs()
     trace = pipeline.last_trace
     if trace is not None and trace.last_normalize_info is not None:
