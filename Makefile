@@ -40,3 +40,17 @@ simulate: $(STAMP) ## Serve the CommBox API simulator on 127.0.0.1:8765
 
 clean: ## Remove the virtualenv, local warehouses and dlt working folders
 	rm -rf $(VENV) commbox.duckdb .dlt/pipelines reports
+
+AIRFLOW_VENV  := .airflow-venv
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed-stamp
+
+$(AIRFLOW_STAMP): pyproject.toml constraints.txt dags/airflow-constraints.txt
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/pip install --quiet -c constraints.txt -c dags/airflow-constraints.txt \
+		"apache-airflow==3.3.2" -e ".[dev]"
+	touch $(AIRFLOW_STAMP)
+
+.PHONY: test-airflow
+test-airflow: $(STAMP) $(AIRFLOW_STAMP) ## Airflow in .airflow-venv: `airflow dags test` of dags/commbox.py against the simulator
+	COMMBOX_REQUIRE_AIRFLOW=1 $(AIRFLOW_VENV)/bin/pytest -p no:cacheprovider tests/test_airflow_dag.py

@@ -1,0 +1,225 @@
+"""Airflow DAG `commbox`: the CommBox export with dlt's Airflow helper, one parallel task per stream.
+
+Task graph (inside dlt's `PipelineTasksGroup("commbox")`)::
+
+    commbox_reference  >>  [commbox_<stream id>, ...]  >>  commbox_views
+
+- `commbox_reference` loads `managers` and `streams` first, so the destination schema exists before
+  the stream tasks evolve it in parallel (what dlt's `serialize_first_task` does for decomposed
+  sources).
+- `commbox_<stream id>` loads one stream's conversations with their messages, customers, activities
+  and transcripts. Each task has its own dlt pipeline (own state and working folder, like dlt's
+  `parallel-isolated` decomposition) over the shared dataset, so parallel tasks never overwrite each
+  other's state. dlt's own decomposition (`add_run(decompose=...)`) splits a source into its
+  connected components; ours is one component (every table hangs off the conversation walk), so it is
+  split by stream instead, each task building `commbox_source(stream_ids=[id])`.
+- `commbox_views` loads the SLA inputs and (re)creates the views in `commbox_reporting`.
+
+**Airflow's data interval drives what is read.** A run with a data interval reads exactly that
+range of `updatedTime`, widened at the start by `lookback_seconds`: `commbox_source(start_date=
+interval start - lookback, end_date=interval end, backfill=True)`. That mode reads no state and
+writes none, every table merges on its primary key, so a run is idempotent: clearing a task, re-running
+a DAG run and `airflow backfill create --from-date ... --to-date ...` all simply (re)load their
+intervals. Windows still close at the server's now minus `safety_margin_seconds`; the next interval's
+lookback (default 3600 s, keep it above the margin) re-reads whatever a run that started right at its
+interval's end could not yet see. A run without an interval (a trigger timetable, or a manual run
+with no logical date) falls back to the scheduled incremental mode: the stream's cursor in its
+pipeline's state, as `commbox-etl run` does.
+
+Why not `dlt.sources.incremental(allow_external_schedulers=True)`: the source does not keep a
+`dlt.sources.incremental` cursor (its windows split when full and track per-stream modes), and since
+dlt 1.26 that flag raises outside Airflow. Passing the interval as the range does the same thing
+explicitly, and only where an interval exists; the DAG file never turns the flag on.
+
+**Configuration** (never in this file). Read when the DAG is parsed: `commbox_stream_ids` (the
+tasks, one per stream; empty = one task that discovers the streams), `commbox_schedule` (cron,
+default hourly), `commbox_start_date` (default 2024-01-01), `commbox_destination` (duckdb, postgres,
+bigquery), `commbox_dataset`. Read when a task runs: `commbox_source_config`, a JSON object of
+`[sources.commbox]` keys (`{"window_hours": 12, "activity_types": ["StatusChange"]}`). Each is an
+Airflow Variable or, as Airflow itself allows, an environment variable `AIRFLOW_VAR_<NAME>`; dlt's
+own configuration (`SOURCES__COMMBOX__...`, a `.dlt/config.toml` beside this file) is read too.
+
+**Secrets** (never in this file): the API key is the password of the Airflow connection
+`commbox_api` (its host, when set, is the base URL), else `SOURCES__COMMBOX__API_KEY`. Destination
+credentials are the URI of the connection `commbox_destination`, else dlt's
+`DESTINATION__<TYPE>__CREDENTIALS`. Both are read inside the tasks, never when parsing.
+
+DuckDB takes one writer at a time: on DuckDB the DAG runs one task at a time (`max_active_tasks=1`);
+on PostgreSQL and BigQuery the stream tasks run in parallel (`commbox_max_active_tasks`, default 8,
+and the executor's slots).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import dlt
+import pendulum
+from commbox_tasks import (
+    CONVERSATION_TABLES,
+    REFERENCE_TABLES,
+    build_reporting_views,
+    parse_source_config,
+    stream_task_source,
+)
+from dlt.helpers.airflow_helper import PipelineTasksGroup
+
+try:  # Airflow 3
+    from airflow.sdk import DAG, BaseHook, Variable, get_current_context
+except ImportError:  # Airflow 2
+    from airflow import DAG  # type: ignore[no-redef]
+    from airflow.hooks.base import BaseHook  # type: ignore[no-redef]
+    from airflow.models import Variable  # type: ignore[no-redef]
+    from airflow.operators.python import get_current_context  # type: ignore[no-redef]
+from airflow.timetables.interval import CronDataIntervalTimetable
+
+from pipelines.commbox.config import parse_moment, parse_stream_ids
+from pipelines.commbox.runner import make_pipeline, preferred_file_format
+
+log = logging.getLogger("commbox.airflow")
+
+DAG_ID = "commbox"
+API_CONNECTION = "commbox_api"
+DESTINATION_CONNECTION = "commbox_destination"
+DEFAULT_SCHEDULE = "0 * * * *"
+DEFAULT_START_DATE = "2024-01-01"
+
+
+def _variable(name: str, default: Any = None) -> Any:
+    """An Airflow Variable (or `AIRFLOW_VAR_<NAME>`); the default when neither is set."""
+    value = os.environ.get(f"AIRFLOW_VAR_{name.upper()}")
+    if value is not None:
+        return value
+    try:
+        return Variable.get(name, default)
+    except Exception as error:  # no metadata database reachable while parsing: keep the default
+        log.debug("variable %s not readable (%s); using the default", name, error)
+        return default
+
+
+def _connection(conn_id: str) -> Any:
+    try:
+        return BaseHook.get_connection(conn_id)
+    except Exception:  # not defined: fall back to dlt's configuration
+        return None
+
+
+def _apply_destination_connection(destination: str) -> None:
+    """Credentials from the `commbox_destination` connection, when defined, for dlt to resolve."""
+    connection = _connection(DESTINATION_CONNECTION)
+    if connection is not None:
+        key = f"DESTINATION__{destination.upper()}__CREDENTIALS"
+        os.environ[key] = connection.extra if destination == "bigquery" else connection.get_uri()
+
+
+def _source_arguments() -> dict[str, Any]:
+    """`[sources.commbox]` overrides from the `commbox_source_config` Variable and the API connection."""
+    overrides = parse_source_config(_variable("commbox_source_config"))
+    connection = _connection(API_CONNECTION)
+    if connection is not None:
+        if connection.password:
+            overrides["api_key"] = connection.password
+        if connection.host:
+            scheme = connection.schema or "https"
+            host = connection.host if "://" in connection.host else f"{scheme}://{connection.host}"
+            overrides["base_url"] = host + (f":{connection.port}" if connection.port else "")
+    return overrides
+
+
+def data_interval() -> tuple[datetime, datetime] | None:
+    """The running task's data interval, or None when the run has none (or an empty one)."""
+    context = get_current_context()
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is None or end is None or end <= start:
+        return None
+    return parse_moment(start, "data_interval_start"), parse_moment(end, "data_interval_end")
+
+
+def stream_source(
+    stream_ids: list[int], tables: tuple[str, ...], destination: str, dataset: str | None
+) -> Callable[[], Any]:
+    """The data of one task, built when the task runs (config and secrets are read then, not at parse)."""
+
+    def build() -> Any:
+        _apply_destination_connection(destination)
+        return stream_task_source(
+            _source_arguments(), stream_ids, tables, data_interval(), destination, dataset
+        )
+
+    return build
+
+
+def _views(destination: str, dataset: str | None) -> None:
+    _apply_destination_connection(destination)
+    build_reporting_views(destination, dataset)
+
+
+def build_dag() -> DAG:
+    stream_ids = list(
+        parse_stream_ids(_variable("commbox_stream_ids") or dlt.config.get("sources.commbox.stream_ids"))
+    )
+    destination = str(_variable("commbox_destination") or dlt.config.get("destination_type") or "duckdb")
+    dataset = _variable("commbox_dataset") or None
+    max_tasks = 1 if destination == "duckdb" else int(_variable("commbox_max_active_tasks", 8))
+    start_date = pendulum.instance(parse_moment(_variable("commbox_start_date", DEFAULT_START_DATE), "start"))
+
+    with DAG(
+        dag_id=DAG_ID,
+        description="CommBox contact-centre export with dlt, one task per stream, then the SLA views",
+        schedule=CronDataIntervalTimetable(_variable("commbox_schedule", DEFAULT_SCHEDULE), timezone="UTC"),
+        start_date=start_date,
+        catchup=False,
+        max_active_runs=1,
+        max_active_tasks=max_tasks,
+        default_args={
+            "retries": int(_variable("commbox_retries", 2)),
+            "retry_delay": timedelta(minutes=5),
+        },
+        tags=["commbox", "dlt"],
+        doc_md=__doc__,
+    ) as dag:
+        # The group points dlt at a fresh working folder; pipelines must be created after it.
+        tasks = PipelineTasksGroup(
+            "commbox", use_data_folder=False, wipe_local_data=True, use_task_logger=True
+        )
+
+        def pipeline(name: str) -> dlt.Pipeline:
+            return make_pipeline(destination=destination, dataset=dataset, pipeline_name=name)
+
+        reference = pipeline("commbox_reference")
+        file_format = preferred_file_format(reference)
+        # `run()` makes a plain task; inside the group its id is `commbox.<pipeline name>`.
+        with tasks:
+            first = tasks.run(
+                reference,
+                stream_source(stream_ids, REFERENCE_TABLES, destination, dataset),
+                loader_file_format=file_format,
+            )
+            per_stream = [
+                tasks.run(
+                    pipeline(f"commbox_{stream_id}" if stream_id else "commbox_all"),
+                    stream_source(
+                        [stream_id] if stream_id else [], CONVERSATION_TABLES, destination, dataset
+                    ),
+                    loader_file_format=file_format,
+                )
+                for stream_id in (stream_ids or [0])
+            ]
+            views = _python_task("commbox_views", _views, destination, dataset)
+        first >> per_stream >> views
+    return dag
+
+
+def _python_task(task_id: str, fn: Callable[..., Any], *args: Any) -> Any:
+    try:
+        from airflow.providers.standard.operators.python import PythonOperator
+    except ImportError:  # Airflow 2
+        from airflow.operators.python import PythonOperator  # type: ignore[no-redef]
+    return PythonOperator(task_id=task_id, python_callable=fn, op_args=list(args))
+
+
+dag = build_dag()

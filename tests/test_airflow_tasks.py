@@ -1,0 +1,108 @@
+"""The DAG's task logic without Airflow: interval ranges, per-stream pipelines over one dataset.
+
+`tests/test_airflow_dag.py` runs the whole DAG in a real Airflow (`make test-airflow`); this file
+checks, in the ordinary suite, what each task does.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from dlt.common.versioned_state import decompress_state
+
+from pipelines.commbox.config import ConfigError
+from pipelines.commbox.runner import make_pipeline
+from tests.helpers import query, source_settings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dags"))
+from commbox_tasks import (  # Airflow puts dags/ on sys.path; so do we
+    CONVERSATION_TABLES,
+    REFERENCE_TABLES,
+    build_reporting_views,
+    interval_arguments,
+    parse_source_config,
+    stream_task_source,
+)
+
+
+def test_an_interval_is_read_as_a_backfill_widened_by_the_lookback():
+    start, end = datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 1, 1, tzinfo=UTC)
+    assert interval_arguments((start, end), 3600) == {
+        "start_date": datetime(2024, 2, 29, 23, tzinfo=UTC),
+        "end_date": end,
+        "backfill": True,
+    }
+    assert interval_arguments(None, 3600) == {}
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (None, {}),
+        ("", {}),
+        ('{"window_hours": 12}', {"window_hours": 12}),
+        ({"page_size": 50}, {"page_size": 50}),
+    ],
+)
+def test_source_config_variable(raw, expected):
+    assert parse_source_config(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [("[1, 2]", "JSON object"), ("{nope", "not JSON"), ('{"api_key": "k"}', "commbox_api connection")],
+)
+def test_source_config_variable_refuses(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_source_config(raw)
+
+
+@pytest.mark.parametrize("order", ["ascending", "descending"])
+def test_per_stream_pipelines_load_one_dataset_whatever_the_order(sim_factory, tmp_path, monkeypatch, order):
+    """Each stream in its own pipeline (as the DAG's parallel tasks), in either order, over one
+    dataset: the schema each starts from is the stored one, so undeclared columns whose type one
+    stream alone would infer differently still load; the result equals the simulator's truth."""
+    sim = sim_factory(conversations=400, seed=11, days=10, end="2024-03-31T00:00:00Z")
+    sim.clock.advance(600)
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(tmp_path / "warehouse.duckdb"))
+    overrides = {k: v for k, v in source_settings(sim).items() if k != "start_date"}
+    objects = sim.truth.objects()
+    interval = (
+        min(o["created_at"] for o in objects) - timedelta(days=1),
+        max(o["updated_at"] for o in objects) + timedelta(days=1),
+    )
+    streams = sorted({o["stream_id"] for o in objects}, reverse=order == "descending")
+
+    def run(name: str, stream_ids: list[int], tables: tuple[str, ...]) -> None:
+        pipeline = make_pipeline(destination="duckdb", pipeline_name=name, pipelines_dir=str(tmp_path / "p"))
+        source = stream_task_source(overrides, stream_ids, tables, interval, "duckdb", None)
+        pipeline.run(source).raise_on_failed_jobs()
+
+    run("commbox_reference", streams, REFERENCE_TABLES)
+    for stream_id in streams:
+        run(f"commbox_{stream_id}", [stream_id], CONVERSATION_TABLES)
+
+    probe = make_pipeline(destination="duckdb", pipeline_name="probe", pipelines_dir=str(tmp_path / "p"))
+    loaded = Counter(row[0] for row in query(probe, "select object_id from commbox_raw.objects"))
+    assert set(loaded) == {o["object_id"] for o in objects} and max(loaded.values()) == 1
+    childs = Counter(row[0] for row in query(probe, "select child_id from commbox_raw.childs"))
+    assert set(childs) == {c["child_id"] for c in sim.truth.childs()} and max(childs.values()) == 1
+    assert {row[0] for row in query(probe, "select stream_id from commbox_raw.streams")} == set(streams)
+    # interval runs keep no cursor: every stream pipeline stored a state, none with stream cursors
+    states = dict(
+        query(probe, "select pipeline_name, state from commbox_raw._dlt_pipeline_state order by _dlt_load_id")
+    )
+    for stream_id in streams:
+        state = decompress_state(states[f"commbox_{stream_id}"])
+        conversations = (
+            state.get("sources", {}).get("commbox", {}).get("resources", {}).get("conversations", {})
+        )
+        assert "streams" not in conversations
+
+    views = build_reporting_views("duckdb", None)
+    assert "fct_sla_events" in views
+    assert query(probe, "select count(*) from commbox_reporting.fct_sla_events")[0][0] > 0
