@@ -13,7 +13,12 @@ Task graph (inside dlt's `PipelineTasksGroup("commbox")`)::
   other's state. dlt's own decomposition (`add_run(decompose=...)`) splits a source into its
   connected components; ours is one component (every table hangs off the conversation walk), so it is
   split by stream instead, each task building `commbox_source(stream_ids=[id])`.
-- `commbox_views` loads the SLA inputs and (re)creates the views in `commbox_reporting`.
+- `commbox_views` loads the SLA inputs and (re)creates the views in `commbox_reporting` (DuckDB and
+  PostgreSQL; on BigQuery it logs that the views are created from `render_views()` output instead).
+
+What each task does lives in `commbox_tasks.py` beside this file (Airflow-free, tested in the
+ordinary suite); deploy both. Every stream task starts from the schema the destination already
+holds, so columns its own stream alone would type differently still load (see `seed_schema`).
 
 **Airflow's data interval drives what is read.** A run with a data interval reads exactly that
 range of `updatedTime`, widened at the start by `lookback_seconds`: `commbox_source(start_date=
@@ -35,13 +40,15 @@ explicitly, and only where an interval exists; the DAG file never turns the flag
 tasks, one per stream; empty = one task that discovers the streams), `commbox_schedule` (cron,
 default hourly), `commbox_start_date` (default 2024-01-01), `commbox_destination` (duckdb, postgres,
 bigquery), `commbox_dataset`. Read when a task runs: `commbox_source_config`, a JSON object of
-`[sources.commbox]` keys (`{"window_hours": 12, "activity_types": ["StatusChange"]}`). Each is an
+`[sources.commbox]` keys (`{"window_hours": 12, "activity_types": ["StatusChange"]}`); also
+`commbox_max_active_tasks` and `commbox_retries` (default 2, five minutes apart). Each is an
 Airflow Variable or, as Airflow itself allows, an environment variable `AIRFLOW_VAR_<NAME>`; dlt's
 own configuration (`SOURCES__COMMBOX__...`, a `.dlt/config.toml` beside this file) is read too.
 
 **Secrets** (never in this file): the API key is the password of the Airflow connection
 `commbox_api` (its host, when set, is the base URL), else `SOURCES__COMMBOX__API_KEY`. Destination
-credentials are the URI of the connection `commbox_destination`, else dlt's
+credentials are the URI of the connection `commbox_destination` (for BigQuery: its extra, the
+service-account JSON), else dlt's
 `DESTINATION__<TYPE>__CREDENTIALS`. Both are read inside the tasks, never when parsing.
 
 DuckDB takes one writer at a time: on DuckDB the DAG runs one task at a time (`max_active_tasks=1`);
