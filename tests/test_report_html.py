@@ -236,3 +236,16 @@ def test_charts_render_in_headless_chromium(loaded, tmp_path):
     # every channel's colour was painted (solid bar fills and legend keys)
     for colour in PALETTE[:channels]:
         assert colours[_hex(colour)] > 50, colour
+
+
+def test_demo_ends_by_writing_the_report(tmp_path, monkeypatch, capsys):
+    """`make run` (`commbox-etl demo`) ends with the HTML report's path."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DESTINATION__DUCKDB__CREDENTIALS", raising=False)
+    for key in ("BASE_URL", "API_KEY", "START_DATE"):  # the demo sets these; restore them after
+        monkeypatch.setenv(f"SOURCES__COMMBOX__{key}", "")
+    assert main(["demo", "--conversations", "150", "--days", "5"]) == 0
+    out = capsys.readouterr().out.rstrip().splitlines()
+    page = tmp_path / "reports" / "sla.html"
+    assert out[-1] == f"SLA report with charts (open it in a browser): {page}"
+    assert all(f'data-chart="{chart}"' in page.read_text() for chart in CHARTS)
