@@ -20,13 +20,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import dlt
 import orjson
-from dlt.common.typing import TDataItem
+from dlt.common.typing import TDataItem, TSecretStrValue
 from dlt.extract.resource import DltResource
 
 from .client import OPTIONAL_ENDPOINT_ERRORS, CommBoxClient, NotFound
@@ -40,6 +40,7 @@ from .normalise import (
     to_int,
     transcript_row,
 )
+from .pii import Pseudonymiser, no_scrub
 from .settings import (
     DEFAULT_BASE_URL,
     DEFAULT_CREATED_MODE_REREAD_DAYS,
@@ -91,6 +92,8 @@ class RunContext:
         self._now: datetime | None = None
         self._stream_ids: tuple[int, ...] | None = None
         self._stats_rows: list[dict[str, Any]] | None = None
+        # Customer data is pseudonymised here, on the raw items, when the source is so configured.
+        self.scrub: Callable[[Any], Any] = no_scrub
 
     def server_now(self) -> datetime:
         """The API's clock (the envelope's `response_time`): windows close relative to the server's
@@ -185,6 +188,7 @@ def _conversations(context: RunContext) -> Iterator[TDataItem]:
             now,
             context.warnings,
             context.progress.setdefault(stream_id, {}),
+            scrub=context.scrub,
         )
         yield from walker.walk()
 
@@ -241,7 +245,8 @@ def _transcripts(ref: TDataItem, context: RunContext) -> Any:
         return None
     try:
         return _compact(
-            transcript_row(items[0], ref["object_id"], ref["stream_id"], context.warnings), "transcripts"
+            transcript_row(context.scrub(items[0]), ref["object_id"], ref["stream_id"], context.warnings),
+            "transcripts",
         )
     except BadRecord:
         context.warnings["transcripts: not an object, skipped"] += 1
@@ -364,6 +369,8 @@ def commbox_source(
     time_filter_mode: str = MODE_AUTO,
     created_mode_reread_days: float = DEFAULT_CREATED_MODE_REREAD_DAYS,
     backfill: bool = False,
+    pseudonymize: bool = False,
+    pseudonymize_key: TSecretStrValue | None = None,
 ) -> Any:
     """All CommBox conversations of the configured streams, with their messages, customers,
     activities and transcripts, plus managers and streams.
@@ -378,6 +385,10 @@ def commbox_source(
     `timeFilter` (it is "relevant only for ElasticSearch") are detected and read by creation time,
     re-reading the last `created_mode_reread_days`. With `backfill=True` the range
     [`start_date`, `end_date`] is read whole and no state is read or written.
+
+    With `pseudonymize=True` every customer phone number, e-mail address, name, channel address and
+    message text is replaced, in the raw items before anything is written, by its HMAC-SHA256 under
+    the secret `pseudonymize_key` (see `pii.py`); on without a key is a `ConfigError`.
 
     Transcripts (when `include_transcripts`) and activities (per type in `activity_types`) are
     fetched for those conversations only, in parallel, under one request budget
@@ -404,8 +415,12 @@ def commbox_source(
         time_filter_mode=time_filter_mode,
         created_mode_reread_days=created_mode_reread_days,
         backfill=backfill,
+        pseudonymize=pseudonymize,
+        pseudonymize_key=pseudonymize_key,
     )
     context = RunContext(settings, api_key)
+    if settings.pseudonymize:
+        context.scrub = Pseudonymiser(str(pseudonymize_key)).scrub
     conversations = dlt.resource(_conversations, name="conversations", selected=False)(context)
     refs = _transformer(_refs, "conversation_refs", conversations, selected=False)
     resources = [

@@ -40,6 +40,7 @@ class SourceSettings:
     time_filter_mode: str
     created_mode_reread_seconds: int
     backfill: bool
+    pseudonymize: bool = False
 
 
 def parse_moment(value: Any, key: str) -> datetime:
@@ -126,6 +127,16 @@ def _bool(value: Any, key: str) -> bool:
     raise ConfigError(f"{key}: {value!r} is not true or false")
 
 
+def _pseudonymize(value: Any, key: Any) -> bool:
+    enabled = _bool(value, "pseudonymize")
+    if enabled and (not isinstance(key, str) or not key.strip() or key.strip().lower() in PLACEHOLDER_KEYS):
+        raise ConfigError(
+            "pseudonymize_key: missing while pseudonymize = true; set sources.commbox.pseudonymize_key "
+            "in .dlt/secrets.toml or SOURCES__COMMBOX__PSEUDONYMIZE_KEY (nothing is read without it)"
+        )
+    return enabled
+
+
 def validate(
     *,
     api_key: Any,
@@ -147,6 +158,8 @@ def validate(
     time_filter_mode: Any,
     created_mode_reread_days: Any,
     backfill: bool,
+    pseudonymize: Any = False,
+    pseudonymize_key: Any = None,
 ) -> SourceSettings:
     if not isinstance(api_key, str) or api_key.strip().lower() in PLACEHOLDER_KEYS:
         raise ConfigError(
@@ -198,4 +211,5 @@ def validate(
             _positive(created_mode_reread_days, "created_mode_reread_days", allow_zero=True) * 86400
         ),
         backfill=backfill,
+        pseudonymize=_pseudonymize(pseudonymize, pseudonymize_key),
     )

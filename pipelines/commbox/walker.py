@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,8 +38,10 @@ class StreamWalker:
         now: datetime,
         warnings: Warnings,
         progress: dict[str, Any],
+        scrub: Callable[[Any], Any] | None = None,
     ) -> None:
         self.reader = reader
+        self.scrub = scrub
         self.settings = settings
         self.state = state
         self.now_epoch = int(now.timestamp())
@@ -145,6 +147,8 @@ class StreamWalker:
         from . import bad_record  # the row shape for rejects lives with the resources
 
         for raw in items:
+            if self.scrub is not None:
+                raw = self.scrub(raw)
             try:
                 bundle = object_bundle(raw, self.stream_id, self.warnings)
             except BadRecord as error:
