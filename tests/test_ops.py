@@ -174,3 +174,21 @@ def test_doctor_reports_configuration_errors_before_any_request(sim, tmp_path):
     assert "api_key" in config.line() or "page_size" in config.line()
     assert [check.name for check in checks] == ["config", "sla", "destination", "lock"]
     assert sum(sim.stats()["requests"].values()) == 0
+
+
+@pytest.mark.postgres
+def test_status_and_doctor_on_postgres(sim, tmp_path, postgres_credentials):
+    def pipeline() -> dlt.Pipeline:
+        return make_test_pipeline(tmp_path, destination=dlt.destinations.postgres(postgres_credentials))
+
+    before = read_status(pipeline())
+    assert not before.has_dataset
+    load(pipeline(), sim)
+    status = read_status(pipeline())
+    per_stream = Counter(o["stream_id"] for o in sim.truth.objects())
+    assert {s.stream_id: s.rows["objects"] for s in status.streams} == dict(per_stream)
+    assert {s.last_window_source for s in status.streams} == {"state"}
+    assert status.last_load_at is not None
+    checks = {check.name: check for check in run_doctor(pipeline, overrides=source_settings(sim))}
+    assert checks["destination"].ok, checks["destination"].line()
+    assert "postgres dataset commbox_raw" in checks["destination"].message

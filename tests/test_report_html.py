@@ -249,3 +249,17 @@ def test_demo_ends_by_writing_the_report(tmp_path, monkeypatch, capsys):
     page = tmp_path / "reports" / "sla.html"
     assert out[-1] == f"SLA report with charts (open it in a browser): {page}"
     assert all(f'data-chart="{chart}"' in page.read_text() for chart in CHARTS)
+
+
+@pytest.mark.postgres
+def test_report_from_postgres(sim, tmp_path, postgres_credentials):
+    import dlt
+
+    sim.clock.advance(600)
+    pipeline = make_test_pipeline(tmp_path, destination=dlt.destinations.postgres(postgres_credentials))
+    run_pipeline(pipeline, source_overrides=source_settings(sim))
+    data = collect(pipeline, days=7)
+    assert data.daily and data.agents and data.first_responses and data.channels
+    page = write_html_report(pipeline, tmp_path / "sla.html", days=7).read_text()
+    assert all(f'data-chart="{chart}"' in page for chart in CHARTS)
+    assert "data-empty" not in page
