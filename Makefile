@@ -41,6 +41,15 @@ simulate: $(STAMP) ## Serve the CommBox API simulator on 127.0.0.1:8765
 clean: ## Remove the virtualenv, local warehouses and dlt working folders
 	rm -rf $(VENV) commbox.duckdb .dlt/pipelines reports
 
+bench: $(STAMP) ## Benchmark pipeline vs the API's limit vs dlt rest_api (~25 min) -> bench/results.md
+	$(BIN)/pip install --quiet py-spy pyinstrument
+	$(BIN)/python -m bench
+
+bench-quick: $(STAMP) ## Small benchmark run (under 2 min) -> bench/runs/quick.md
+	$(BIN)/python -m bench --quick
+
+.PHONY: bench bench-quick
+
 AIRFLOW_VENV  := .airflow-venv
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed-stamp
 

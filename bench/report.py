@@ -1,0 +1,424 @@
+"""Turn the scenarios' numbers into `results.md` (tables, targets met or not) and `results.json`."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .scenarios import TABLES
+
+TARGETS = {
+    "limit_ratio": 1.3,
+    "peer_speedup": 2.0,
+    "request_ratio": 1.05,
+    "rate_share_pct": 90.0,
+    "throttled_pct": 2.0,
+    "incremental_share_pct": 5.0,
+    "rss_large_mb": 400.0,
+    "rss_growth": 1.3,
+    "mart_seconds": 2.0,
+}
+
+
+def machine() -> dict[str, Any]:
+    memory_kb = 0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_kb = int(line.split()[1])
+    except OSError:
+        pass
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "pipelines", "sql"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        if dirty:
+            commit += " + uncommitted changes in pipelines/ or sql/"
+    except OSError:
+        commit = ""
+    import dlt
+    import duckdb
+
+    return {
+        "cores": os.cpu_count(),
+        "memory_gb": round(memory_kb / 1024 / 1024, 1),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "dlt": dlt.__version__,
+        "duckdb": duckdb.__version__,
+        "platform": platform.platform(),
+        "commit": commit,
+    }
+
+
+def _f(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def _ok(met: bool | None) -> str:
+    return "–" if met is None else ("met" if met else "**missed**")
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    good = sorted((r for r in runs if r.get("ok")), key=lambda r: r["wall_seconds"])
+    return good[len(good) // 2] if good else (runs[0] if runs else {})
+
+
+def _view_sets(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    sets = []
+    s4 = results.get("scenario4")
+    if s4:
+        n = max(s4, key=int)
+        sets.append((f"{int(n):,} conversations (scenario 4's warehouse)", s4[n]["run"].get("views") or {}))
+    s1 = results.get("scenario1")
+    if s1:
+        sets.append(
+            (
+                f"{s1['dataset']['conversations']:,} conversations with every raw table (scenario 1's warehouse)",
+                s1.get("views") or {},
+            )
+        )
+    return sets
+
+
+def evaluate(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
+    """(target, wanted, measured, met) rows."""
+    rows: list[tuple[str, str, str, bool | None]] = []
+    s1 = results.get("scenario1")
+    if s1:
+        wall = s1["wall"]
+        p, lim, peer = (wall.get(k, {}).get("median") for k in ("pipeline", "limit", "peer"))
+        if p and lim:
+            rows.append(
+                (
+                    "1 pipeline / limit (wall, median)",
+                    f"≤ {TARGETS['limit_ratio']}×",
+                    f"{p / lim:.2f}×",
+                    p / lim <= TARGETS["limit_ratio"],
+                )
+            )
+        if p and peer:
+            rows.append(
+                (
+                    "1 peer / pipeline (wall, median)",
+                    f"≥ {TARGETS['peer_speedup']}×",
+                    f"{peer / p:.2f}×",
+                    peer / p >= TARGETS["peer_speedup"],
+                )
+            )
+        run = _median_run(s1["runs"]["pipeline"])
+        minimum = s1["dataset"]["minimum_requests"]
+        if run:
+            ratio = run["requests"] / minimum
+            rows.append(
+                (
+                    "1 pipeline requests / minimum",
+                    f"≤ {TARGETS['request_ratio']}×",
+                    f"{ratio:.3f}× ({run['requests']:,} / {minimum:,})",
+                    ratio <= TARGETS["request_ratio"],
+                )
+            )
+            truth = s1["dataset"]["truth"]
+            complete = all(
+                r.get("rows", {}).get("objects") == truth["objects"]
+                for r in s1["runs"]["pipeline"]
+                if r.get("ok")
+            )
+            rows.append(
+                (
+                    "1 every conversation loaded (every pipeline run)",
+                    "= ground truth",
+                    f"{run.get('rows', {}).get('objects')} / {truth['objects']}",
+                    complete,
+                )
+            )
+    s2 = results.get("scenario2")
+    if s2:
+        for label, run in s2["variants"].items():
+            if not run.get("ok"):
+                rows.append((f"2 rate-limited ({label})", "runs", run.get("error", "failed"), False))
+                continue
+            share = run["share_of_allowed_rate_pct"]
+            rows.append(
+                (
+                    f"2 floor / wall ({label}: max_requests_per_second={run['max_requests_per_second']:g})",
+                    f"≥ {TARGETS['rate_share_pct']:.0f}%",
+                    f"{share:.1f}%",
+                    share >= TARGETS["rate_share_pct"],
+                )
+            )
+            rows.append(
+                (
+                    f"2 429s / requests ({label})",
+                    f"≤ {TARGETS['throttled_pct']:.0f}%",
+                    f"{run['throttled_pct']:.2f}% ({run['throttled']:,})",
+                    run["throttled_pct"] <= TARGETS["throttled_pct"],
+                )
+            )
+    s3 = (s1 or {}).get("incremental")
+    if s3 and "run" in s3:
+        share = s3["request_share_pct"]
+        rows.append(
+            (
+                "3 incremental requests / full run",
+                f"≤ {TARGETS['incremental_share_pct']:.0f}%",
+                f"{share:.2f}%",
+                share <= TARGETS["incremental_share_pct"],
+            )
+        )
+    s4 = results.get("scenario4")
+    if s4:
+        sizes = sorted(s4, key=int)
+        small, large = s4[sizes[0]]["run"], s4[sizes[-1]]["run"]
+        if large.get("ok"):
+            rows.append(
+                (
+                    f"4 peak RSS at {int(sizes[-1]):,}",
+                    f"≤ {TARGETS['rss_large_mb']:.0f} MB",
+                    f"{large['peak_rss_mb']:.0f} MB",
+                    large["peak_rss_mb"] <= TARGETS["rss_large_mb"],
+                )
+            )
+            if small.get("ok"):
+                growth = large["peak_rss_mb"] / small["peak_rss_mb"]
+                rows.append(
+                    (
+                        f"4 peak RSS {int(sizes[-1]):,} / {int(sizes[0]):,}",
+                        f"≤ {TARGETS['rss_growth']}×",
+                        f"{growth:.2f}×",
+                        growth <= TARGETS["rss_growth"],
+                    )
+                )
+    for title, views in _view_sets(results):
+        label = "5 slowest mart, " + title.split(" (")[0]
+        if views.get("marts"):
+            worst = max(v["seconds"] for v in views["marts"].values())
+            rows.append(
+                (
+                    label,
+                    f"< {TARGETS['mart_seconds']:.0f} s",
+                    f"{worst:.2f} s",
+                    worst < TARGETS["mart_seconds"],
+                )
+            )
+        else:
+            rows.append(
+                (
+                    label,
+                    f"< {TARGETS['mart_seconds']:.0f} s",
+                    str(views.get("skipped", "not run"))[:120],
+                    None,
+                )
+            )
+    return rows
+
+
+def render(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"`{results['command']}` on {results['finished_at']} ({results['total_minutes']:.1f} min), commit `{m['commit']}`.",
+        "Produced by `bench/` — see `bench/README.md` for the method and the profiling findings. Do not edit by hand.",
+        "",
+        f"**Machine:** {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB memory, Python {m['python']}, dlt {m['dlt']}, DuckDB {m['duckdb']}, {m['platform']}.",
+        "The simulator runs in its own process; every contender runs in a fresh interpreter (peak RSS is that process's own, from `wait4`).",
+        "",
+        "## Targets",
+        "",
+        "| target | wanted | measured | |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, wanted, measured, met in evaluate(results):
+        lines.append(f"| {name} | {wanted} | {measured} | {_ok(met)} |")
+    s1 = results.get("scenario1")
+    if s1:
+        d = s1["dataset"]
+        lines += [
+            "",
+            "## 1. Full history, latency-bound",
+            "",
+            f"{d['conversations']:,} conversations in {len(d['streams'])} streams over {d['days']} days, "
+            f"{d['messages_per_conversation']} messages each, transcript + {2} activity types fanned out; "
+            f"{d['latency_ms']:g} ms latency on every request, no rate limit; concurrency {d['concurrency']} for all three. "
+            f"Minimum requests {d['minimum_requests']:,} ({d['list_calls_minimum']} list calls + 3 per conversation + {d['minimum_requests'] - d['list_calls_minimum'] - 3 * d['conversations']} fixed). "
+            f"The simulator's cache was warmed by one untimed bare-fetch pass ({s1['warm_seconds']:.1f} s, latency off) before the timed runs. "
+            f"{len(s1['runs']['pipeline'])} rounds, contenders alternating (order rotated each round); medians reported.",
+            "",
+            "| contender | wall s (median) | min–max (spread) | requests | × minimum | peak RSS MB | CPU s | "
+            + " | ".join(f"{t} rows/s" for t in TABLES)
+            + " |",
+            "| --- | --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in TABLES) + " |",
+        ]
+        for name in ("pipeline", "limit", "peer"):
+            w = s1["wall"].get(name) or {}
+            run = _median_run(s1["runs"][name])
+            if not w:
+                lines.append(
+                    f"| {name} | failed: {run.get('error', '?')} | | | | | | "
+                    + " | ".join("" for _ in TABLES)
+                    + " |"
+                )
+                continue
+            rows = run.get("rows", {})
+            rates = " | ".join(_f(rows.get(t, 0) / w["median"], 0) for t in TABLES)
+            lines.append(
+                f"| {name} | {w['median']:.1f} | {w['min']:.1f}–{w['max']:.1f} ({w['spread_pct']:.0f}%) | {run['requests']:,} | "
+                f"{run['requests'] / d['minimum_requests']:.3f} | {s1['rss'][name]['median']:.0f} | {s1['cpu'][name]['median']:.1f} | {rates} |"
+            )
+        lines += ["", "Rows loaded against ground truth (median run; the limit counts what it parsed):", ""]
+        lines.append("| table | truth | " + " | ".join(("pipeline", "limit", "peer")) + " |")
+        lines.append("| --- | --- | --- | --- | --- |")
+        for t in TABLES:
+            cells = []
+            for name in ("pipeline", "limit", "peer"):
+                got = _median_run(s1["runs"][name]).get("rows", {}).get(t)
+                mark = "" if got == d["truth"][t] else " ✗"
+                cells.append(f"{_f(got)}{mark}")
+            lines.append(f"| {t} | {d['truth'][t]:,} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "Every run:",
+            "",
+            "| round | contender | wall s | requests | list calls | peak RSS MB | CPU s | ok |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        every = sorted(
+            (r for runs in s1["runs"].values() for r in runs), key=lambda r: (r["round"], r["label"])
+        )
+        for r in every:
+            lines.append(
+                f"| {r['round']} | {r['label']} | {_f(r.get('wall_seconds'))} | {r['requests']:,} | {r['requests_by_endpoint'].get('objects', 0)} | "
+                f"{r['peak_rss_mb']:.0f} | {r['cpu_seconds']:.1f} | {'yes' if r.get('ok') else r.get('error', 'no')} |"
+            )
+        pr = _median_run(s1["runs"]["pipeline"])
+        if pr.get("steps"):
+            lines += [
+                "",
+                "Pipeline phases (median run): "
+                + ", ".join(f"{k} {v:.1f} s" for k, v in pr["steps"].items())
+                + ".",
+            ]
+    s2 = results.get("scenario2")
+    if s2:
+        d = s2["dataset"]
+        lines += [
+            "",
+            f"## 2. Rate-limited ({s2['rps']:g} requests/s, 429 + Retry-After)",
+            "",
+            f"Same data ({d['conversations']:,} conversations, {d['latency_ms']:g} ms latency); the simulator's token bucket allows {s2['rps']:g} requests/s (burst 10). "
+            f"Floor = minimum requests / rate ({d['minimum_requests']:,} / {s2['rps']:g} = {d['minimum_requests'] / s2['rps']:.1f} s at {d['conversations']:,} conversations). "
+            "One run per variant (a run takes the floor's time at best); the out-of-the-box variant runs on a smaller account because it is several times slower.",
+            "",
+            "| pipeline setting | conversations | wall s | floor s | floor / wall | requests | 2xx/s | 429s | 429s / requests |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for label, r in s2["variants"].items():
+            if not r.get("ok"):
+                lines.append(f"| {label} | failed: {r.get('error')} | | | | | | | |")
+                continue
+            lines.append(
+                f"| max_requests_per_second={r['max_requests_per_second']:g} ({label}) | {r['conversations']:,} | {r['wall_seconds']:.1f} | {r['floor_seconds']:.1f} | "
+                f"{r['share_of_allowed_rate_pct']:.1f}% | {r['requests']:,} | {r['achieved_rps']:.1f} | {r['throttled']:,} | {r['throttled_pct']:.2f}% |"
+            )
+    s3 = (s1 or {}).get("incremental")
+    if s3:
+        lines += ["", "## 3. Incremental", ""]
+        if "run" not in s3:
+            lines.append(f"Skipped: {s3.get('skipped')}")
+        else:
+            r = s3["run"]
+            lines += [
+                f"After the last full pipeline load of scenario 1, {s3['changed_conversations']} conversations "
+                f"({100 * s3['changed_conversations'] / s1['dataset']['conversations']:.1f}%) changed (new messages, status changes) in "
+                f"{s3['mutation_batches']} batches six minutes apart; then one scheduled run on the same state.",
+                "",
+                "| run | wall s | requests | list calls | share of a full run's requests | rows written |",
+                "| --- | --- | --- | --- | --- | --- |",
+                f"| incremental | {_f(r.get('wall_seconds'))} | {r['requests']:,} | {r['requests_by_endpoint'].get('objects', 0)} | {s3['request_share_pct']:.2f}% | "
+                + ", ".join(f"{k} {v}" for k, v in sorted((r.get("rows_this_run") or {}).items()))
+                + " |",
+                f"| full (median of scenario 1) | {s3['full_wall_seconds']:.1f} | {int(s3['full_requests']):,} | | 100% | |",
+                "",
+                f"Minimum for the change: {s3['minimum_requests']:,} fan-out requests + a few list calls.",
+            ]
+    s4 = results.get("scenario4")
+    if s4:
+        lines += [
+            "",
+            "## 4. Scale (no fan-out)",
+            "",
+            "| conversations | wall s | requests | × minimum | objects rows/s | childs rows/s | peak RSS MB | CPU s | loaded / truth |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for n in sorted(s4, key=int):
+            r, d = s4[n]["run"], s4[n]["dataset"]
+            if not r.get("ok"):
+                lines.append(f"| {int(n):,} | failed: {r.get('error')} | | | | | | | |")
+                continue
+            rows = r["rows"]
+            complete = rows["objects"] == d["truth"]["objects"] and rows["childs"] == d["truth"]["childs"]
+            lines.append(
+                f"| {int(n):,} | {r['wall_seconds']:.1f} | {r['requests']:,} | {r['requests'] / d['minimum_requests']:.2f} | "
+                f"{rows['objects'] / r['wall_seconds']:,.0f} | {rows['childs'] / r['wall_seconds']:,.0f} | {r['peak_rss_mb']:.0f} | "
+                f"{r['cpu_seconds']:.1f} | {rows['objects']:,} / {d['truth']['objects']:,} objects, {rows['childs']:,} / {d['truth']['childs']:,} childs{'' if complete else ' ✗'} |"
+            )
+    lines += ["", "## 5. Views (DuckDB)", ""]
+    for title, views in _view_sets(results):
+        lines += [f"**{title}**", ""]
+        if views.get("marts"):
+            lines += [
+                f"`build_views` took {views['build_seconds']:.2f} s. Each mart read whole (`select *`, fetched), twice; the faster is reported."
+                + (
+                    f" This warehouse was loaded without fan-out: `{'`, `'.join(views['empty_tables'])}` exist but are empty"
+                    " (typed like scenario 1's), so marts driven by activities do less work here than on a full load."
+                    if views.get("empty_tables")
+                    else ""
+                ),
+                "",
+                "| mart | seconds | first run s | rows |",
+                "| --- | --- | --- | --- |",
+            ]
+            for name, v in sorted(views["marts"].items()):
+                lines.append(f"| {name} | {v['seconds']:.3f} | {v['first_seconds']:.3f} | {v['rows']:,} |")
+            lines.append("")
+        else:
+            lines += [f"Skipped: {views.get('skipped', 'not run')}.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def write(results: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md, js = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
+    js.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    md.write_text(render(results))
+    return md, js
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -1,0 +1,304 @@
+"""The five scenarios of issue 6. Each starts its own simulator process and returns plain data
+(dicts of numbers) that `bench.report` turns into `results.md` and `results.json`."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .core import Dataset, fetcher_spec, pipeline_spec, run_contender
+from .sim import SimProcess
+
+logger = logging.getLogger("bench")
+
+TABLES = ("objects", "childs", "transcripts", "activities")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Scenario sizes; `FULL` is issue 6 as written, `QUICK` fits `make bench-quick` in two minutes."""
+
+    conversations: int
+    rounds: int
+    rate_conversations: int
+    rate_default_conversations: int  # the out-of-the-box variant is far slower: a smaller account
+    scale_large: int
+    scale_small: int
+    concurrency: int = 16
+    latency_ms: float = 20.0
+    rate_rps: float = 50.0
+    change_share: float = 0.01
+
+
+FULL = Sizes(
+    conversations=10_000,
+    rounds=3,
+    rate_conversations=10_000,
+    rate_default_conversations=300,
+    scale_large=100_000,
+    scale_small=10_000,
+)
+QUICK = Sizes(
+    conversations=400,
+    rounds=3,
+    rate_conversations=200,
+    rate_default_conversations=0,
+    scale_large=2_000,
+    scale_small=400,
+)
+
+
+class Workspace:
+    """Temporary working folders (DuckDB files, dlt pipelines dirs) and the contenders' logs."""
+
+    def __init__(self, keep: bool = False) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="commbox-bench-"))
+        self.logs = self.root / "logs"
+        self.keep = keep
+        self._n = 0
+        # Scenario 1's last warehouse (every raw table): scenario 5 borrows its table shapes.
+        self.warehouse_with_fan_out: Path | None = None
+
+    def new(self, label: str) -> Path:
+        self._n += 1
+        path = self.root / f"{self._n:02d}-{label}"
+        path.mkdir(parents=True)
+        return path
+
+    def drop(self, path: Path) -> None:
+        if not self.keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def close(self) -> None:
+        if not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _summary(runs: list[dict[str, Any]], key: str) -> dict[str, float]:
+    values = [r[key] for r in runs if r.get("ok") and r.get(key) is not None]
+    if not values:
+        return {}
+    median = statistics.median(values)
+    return {
+        "median": median,
+        "min": min(values),
+        "max": max(values),
+        "spread_pct": 100 * (max(values) - min(values)) / median if median else 0.0,
+        "n": len(values),
+    }
+
+
+def _warm(sim: SimProcess, data: Dataset, ws: Workspace, fan_out: bool) -> float:
+    """One untimed bare-fetch pass with the latency switched off, so every conversation's JSON is
+    rendered once and cached in the simulator before anything is timed."""
+    latency = sim.admin("config")["latency_ms"]
+    sim.configure(latency_ms=0)
+    workdir = ws.new("warm")
+    result = run_contender(
+        fetcher_spec("limit", sim, data, workdir, concurrency=8, fan_out=fan_out),
+        sim,
+        log_dir=ws.logs,
+        label="warm",
+    )
+    sim.configure(latency_ms=latency)
+    ws.drop(workdir)
+    return result.get("wall_seconds", 0.0)
+
+
+def _contender_spec(
+    name: str, sim: SimProcess, data: Dataset, workdir: Path, sizes: Sizes, fan_out: bool
+) -> dict:
+    if name == "pipeline":
+        return pipeline_spec(sim, data, workdir, concurrency=sizes.concurrency, fan_out=fan_out)
+    return fetcher_spec(name, sim, data, workdir, concurrency=sizes.concurrency, fan_out=fan_out)
+
+
+def full_history(sizes: Sizes, ws: Workspace) -> dict[str, Any]:
+    """Scenario 1 (pipeline, limit and peer, alternating, `rounds` times each) and scenario 3
+    (incremental run after the last full load, on the same simulator)."""
+    contenders = ("limit", "pipeline", "peer")
+    with SimProcess(sizes.conversations, latency_ms=sizes.latency_ms) as sim:
+        data = Dataset.read(sim, fan_out=True)
+        sim.advance(600)  # past the pipeline's safety margin: the whole history is closed
+        warm_seconds = _warm(sim, data, ws, fan_out=True)
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
+        last_pipeline_dir: Path | None = None
+        for round_no in range(sizes.rounds):
+            # Rotate the order each round so that no contender always runs first or last.
+            order = contenders[round_no % 3 :] + contenders[: round_no % 3]
+            for name in order:
+                workdir = ws.new(name)
+                logger.info("scenario 1, round %s: %s", round_no + 1, name)
+                result = run_contender(
+                    _contender_spec(name, sim, data, workdir, sizes, True), sim, log_dir=ws.logs, label=name
+                )
+                result["round"] = round_no + 1
+                runs[name].append(result)
+                logger.info(
+                    "  %s: %.1f s, %s requests", name, result.get("wall_seconds", -1), result["requests"]
+                )
+                if name == "pipeline" and result.get("ok"):
+                    if last_pipeline_dir is not None:
+                        ws.drop(last_pipeline_dir)
+                    last_pipeline_dir = workdir
+                else:
+                    ws.drop(workdir)
+        incremental = _incremental(sim, data, sizes, ws, last_pipeline_dir, runs["pipeline"])
+        views: dict[str, Any] = {"skipped": "no pipeline warehouse"}
+        if last_pipeline_dir is not None:
+            logger.info("scenario 5: marts on the %s-conversation warehouse", sizes.conversations)
+            views = (
+                run_contender(
+                    {"contender": "views", "workdir": str(last_pipeline_dir)},
+                    sim,
+                    log_dir=ws.logs,
+                    label="views",
+                ).get("views")
+                or {}
+            )
+            ws.warehouse_with_fan_out = last_pipeline_dir / "warehouse.duckdb"
+    return {
+        "views": views,
+        "dataset": _dataset(data, sizes, fan_out=True),
+        "warm_seconds": warm_seconds,
+        "runs": runs,
+        "wall": {name: _summary(runs[name], "wall_seconds") for name in contenders},
+        "rss": {name: _summary(runs[name], "peak_rss_mb") for name in contenders},
+        "cpu": {name: _summary(runs[name], "cpu_seconds") for name in contenders},
+        "incremental": incremental,
+    }
+
+
+def _incremental(
+    sim: SimProcess, data: Dataset, sizes: Sizes, ws: Workspace, workdir: Path | None, full_runs: list
+) -> dict[str, Any]:
+    """Scenario 3: change `change_share` of the conversations, spread over an hour of server time
+    (ten batches, six minutes apart), then run the pipeline again on the same state and warehouse."""
+    if workdir is None:
+        return {"skipped": "no successful full pipeline run to continue from"}
+    target = max(1, round(sizes.conversations * sizes.change_share))
+    per_batch = max(1, target // 10)
+    touched: set[int] = set()
+    batches = 0
+    while len(touched) < target and batches < 50:
+        n = min(per_batch, target - len(touched))
+        changed = sim.admin("mutate", {"messages": n - n // 3, "status_changes": n // 3})
+        for ids in changed.values():
+            touched.update(ids)
+        sim.advance(360)
+        batches += 1
+    sim.advance(600)
+    spec = pipeline_spec(sim, data, workdir, concurrency=sizes.concurrency, fan_out=True)
+    result = run_contender(spec, sim, log_dir=ws.logs, label="incremental")
+    full_requests = statistics.median([r["requests"] for r in full_runs if r.get("ok")])
+    full_wall = statistics.median([r["wall_seconds"] for r in full_runs if r.get("ok")])
+    return {
+        "changed_conversations": len(touched),
+        "mutation_batches": batches,
+        "run": result,
+        "minimum_requests": _minimum_incremental(len(touched)),
+        "full_requests": full_requests,
+        "full_wall_seconds": full_wall,
+        "request_share_pct": 100 * result["requests"] / full_requests if full_requests else None,
+    }
+
+
+def _minimum_incremental(changed: int) -> int:
+    # One list call per stream can hold up to 100 changed conversations; 3 fan-out calls each.
+    return changed * 3
+
+
+def rate_limited(sizes: Sizes, ws: Workspace) -> dict[str, Any]:
+    """Scenario 2: the same data behind a 50 requests/s token bucket (429 + Retry-After).
+
+    The pipeline runs as a user who knows the published limit configures it
+    (`max_requests_per_second` = the limit), and, on a smaller account because it is several times
+    slower, as it is out of the box (no client ceiling: the 429s alone pace it)."""
+    variants = {}
+    datasets = {}
+    plan = [("configured", sizes.rate_conversations, sizes.rate_rps)]
+    if sizes.rate_default_conversations:
+        plan.append(("default", sizes.rate_default_conversations, 0.0))
+    for label, conversations, ceiling in plan:
+        with SimProcess(conversations, latency_ms=sizes.latency_ms) as sim:
+            data = Dataset.read(sim, fan_out=True)
+            sim.advance(600)
+            _warm(sim, data, ws, fan_out=True)
+            sim.configure(rate_limit_rps=sizes.rate_rps)
+            minimum = data.minimum_requests(fan_out=True)
+            workdir = ws.new(f"rate-{label}")
+            spec = pipeline_spec(
+                sim,
+                data,
+                workdir,
+                concurrency=sizes.concurrency,
+                fan_out=True,
+                max_requests_per_second=ceiling,
+            )
+            logger.info(
+                "scenario 2: pipeline, %s conversations, max_requests_per_second=%s", conversations, ceiling
+            )
+            result = run_contender(spec, sim, log_dir=ws.logs, label=f"rate-{label}")
+            ws.drop(workdir)
+        ok_requests = result["requests"] - result["throttled"]
+        wall = result.get("wall_seconds")
+        result.update(
+            conversations=conversations,
+            minimum_requests=minimum,
+            max_requests_per_second=ceiling,
+            floor_seconds=minimum / sizes.rate_rps,
+            achieved_rps=ok_requests / wall if wall else None,
+            share_of_allowed_rate_pct=100 * (minimum / sizes.rate_rps) / wall if wall else None,
+            throttled_pct=100 * result["throttled"] / max(1, result["requests"]),
+        )
+        variants[label] = result
+        datasets[label] = _dataset(data, sizes, fan_out=True)
+    return {
+        "dataset": datasets["configured"],
+        "datasets": datasets,
+        "rps": sizes.rate_rps,
+        "variants": variants,
+    }
+
+
+def scale(sizes: Sizes, ws: Workspace) -> dict[str, Any]:
+    """Scenarios 4 and 5: the pipeline without fan-out at `scale_small` and `scale_large`
+    conversations (rows/s, peak RSS), then the marts queried on the large warehouse."""
+    out: dict[str, Any] = {}
+    for n in (sizes.scale_small, sizes.scale_large):
+        with SimProcess(n, latency_ms=sizes.latency_ms) as sim:
+            # Every rendered conversation must fit the simulator's cache for the warm pass to hold.
+            sim.configure(fragment_cache_size=max(60_000, 2 * n))
+            data = Dataset.read(sim, fan_out=False)
+            sim.advance(600)
+            _warm(sim, data, ws, fan_out=False)
+            workdir = ws.new(f"scale-{n}")
+            spec = pipeline_spec(sim, data, workdir, concurrency=sizes.concurrency, fan_out=False)
+            spec["views"] = n == sizes.scale_large
+            if ws.warehouse_with_fan_out is not None:
+                spec["views_donor"] = str(ws.warehouse_with_fan_out)
+            logger.info("scenario 4: pipeline without fan-out, %s conversations", n)
+            result = run_contender(spec, sim, log_dir=ws.logs, label=f"scale-{n}")
+            ws.drop(workdir)
+            out[str(n)] = {"dataset": _dataset(data, sizes, fan_out=False), "run": result}
+    return out
+
+
+def _dataset(data: Dataset, sizes: Sizes, *, fan_out: bool) -> dict[str, Any]:
+    return {
+        "conversations": data.conversations,
+        "streams": data.streams,
+        "days": 30,
+        "messages_per_conversation": round(data.messages_per_conversation, 2),
+        "truth": data.truth,
+        "list_calls_minimum": data.list_calls(),
+        "minimum_requests": data.minimum_requests(fan_out=fan_out),
+        "latency_ms": sizes.latency_ms,
+        "concurrency": sizes.concurrency,
+        "fan_out": fan_out,
+    }
