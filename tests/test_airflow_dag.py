@@ -175,3 +175,30 @@ def test_dags_test_loads_the_simulators_truth(simulator: str, tmp_path: Path) ->
         )
         events = _rows(warehouse, "select count(*) from commbox_reporting.fct_sla_events")[0][0]
         assert events > 0
+
+    # the operator's view of an Airflow deployment: status and the HTML report read the same warehouse
+    cli = Path(sys.executable).with_name("commbox-etl")
+    ops_env = {**env, "COMMBOX_LOG_LEVEL": "WARNING"}
+    status = subprocess.run(
+        [str(cli), "status", "--json", "--pipelines-dir", str(tmp_path / "ops")],
+        env=ops_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert status.returncode == 0, status.stderr
+    document = json.loads(status.stdout)
+    assert {s["stream_id"] for s in document["streams"]} == set(streams)
+    # interval runs keep no cursor: the last window is the newest change loaded
+    assert {s["last_window_source"] for s in document["streams"]} == {"data"}
+    assert sum(s["rows"]["objects"] for s in document["streams"]) == len(truth_objects)
+    page = tmp_path / "sla.html"
+    report = subprocess.run(
+        [str(cli), "report", "--html", str(page), "--pipelines-dir", str(tmp_path / "ops")],
+        env=ops_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert report.returncode == 0, report.stderr
+    assert 'data-chart="compliance"' in page.read_text() and "data-empty" not in page.read_text()
