@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the API")
 
     simulate = commands.add_parser(
-        "simulate", help="serve the CommBox API simulator (see docs/simulator.md)", add_help=False
+        "simulate",
+        help="serve the CommBox API simulator (see README: The CommBox API simulator)",
+        add_help=False,
     )
     simulate.add_argument("sim_args", nargs=argparse.REMAINDER)
 
