@@ -237,7 +237,9 @@ def _with_content(row: Row) -> Row:
     parsed = parse_json_text(raw)
     if isinstance(parsed, dict):
         for key, value in parsed.items():
-            row[f"content__{key}"] = value
+            # "" as None: an empty string makes dlt infer text where another pipeline writing the same
+            # table (a backfill beside the schedule) inferred a timestamp, and that load fails.
+            row[f"content__{key}"] = clean(value)
     return row
 
 
