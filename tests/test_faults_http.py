@@ -65,7 +65,7 @@ def record_throttling(sim) -> list[tuple[float, int | None]]:
 
 def test_429_storms_are_survived_and_retry_after_obeyed(canary_sim, tmp_path, faults_report, request):
     """Scenario 4: a token bucket far below the client's pace; every worker waits out Retry-After."""
-    sim = canary_sim(rate_limit_rps=50, rate_limit_burst=10, conversations=80)
+    sim = canary_sim(rate_limit_rps=50, rate_limit_burst=10, conversations=60)
     arrivals = record_throttling(sim)
     pipeline = make_test_pipeline(tmp_path)
     summary = load(pipeline, sim, activity_types=[])
@@ -168,7 +168,7 @@ def test_resets_truncation_and_slow_bodies_are_retried(canary_sim, tmp_path, fau
         fault_slow_body_rate=0.02,
         slow_body_seconds=4,
         fault_seed=11,
-        conversations=100,
+        conversations=60,
     )
     pipeline = make_test_pipeline(tmp_path)
     summary = load(pipeline, sim, request_timeout_seconds=1, max_retry_wait_seconds=1, activity_types=[])

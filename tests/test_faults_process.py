@@ -37,7 +37,7 @@ def _package_dirs(pipelines_dir: Path, area: str) -> list[Path]:
 
 def in_extract(cli: Cli) -> bool:
     # Half of the conversations' transcripts fetched: the source is mid-way through extracting.
-    return cli.sim.stats()["requests"].get("transcript", 0) >= len(cli.sim.truth.objects()) // 2
+    return cli.sim.stats()["requests"].get("transcript", 0) >= cli.sim.config.conversations // 2
 
 
 def in_normalize(cli: Cli) -> bool:
@@ -64,7 +64,7 @@ def clean_keys(tmp_path_factory):
     from pipelines.commbox_sim import SimConfig, Simulator
     from tests.helpers import make_test_pipeline, source_settings
 
-    sim = Simulator(SimConfig(seed=3, conversations=200, clock_running=False, api_key=CANARY_KEY))
+    sim = Simulator(SimConfig(seed=3, conversations=120, clock_running=False, api_key=CANARY_KEY))
     sim.start(host="127.0.0.1", port=0)
     try:
         sim.clock.advance(600)
@@ -140,7 +140,7 @@ def test_two_backfills_of_different_ranges_at_once(canary_sim, tmp_path, faults_
             cli.start("backfill", "--start", middle.isoformat(), "--end", end.isoformat()),
         ]
         for run in runs:
-            assert not wait_for(lambda run=run: run.poll() is not None, None, timeout=3)
+            assert not wait_for(lambda run=run: run.poll() is not None, None, timeout=1.5)
     finally:
         holder.close()
     results = [cli.finish(run) for run in runs]
