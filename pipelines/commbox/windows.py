@@ -49,8 +49,8 @@ class IncompleteWindow(ApiError):
 class CapTracker:
     """What the account's list endpoint turned out to accept and return, shared by all streams.
 
-    `largest`: the most objects a single list call has returned. Some accounts cap a window below the
-    requested `pageSize`, so a count that reaches the largest seen so far is treated as possibly
+    `exact_up_to`: the largest count a split has shown to be a whole window. Some accounts cap a
+    window below the requested `pageSize`, so a count above it is treated as possibly
     capped and verified by a split; honest windows below it cost nothing extra.
     `page_size`, `time_filter` and `ordered`: the parameters negotiated after 400 answers (see
     `WindowReader._list`).
@@ -58,6 +58,8 @@ class CapTracker:
 
     page_size: int
     largest: int = 0
+    exact_up_to: int = 0
+    cap_reported: bool = False
     time_filter: dict[str, int] = field(default_factory=lambda: {MODE_UPDATED: 0, MODE_CREATED: 0})
     ordered: bool = True
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -81,9 +83,25 @@ class CapTracker:
 
     def is_suspect(self, count: int) -> bool:
         with self._lock:
-            suspect = count >= self.page_size or (count >= MIN_SUSPECT_COUNT and count >= self.largest)
             self.largest = max(self.largest, min(count, self.page_size))
-            return suspect
+            return count >= self.page_size or (count >= MIN_SUSPECT_COUNT and count > self.exact_up_to)
+
+    def record_split(self, count: int, found: int) -> None:
+        """What splitting a suspect window showed: its halves held exactly `count` objects (so the
+        account does not cap at or below `count`), or more (it does: say so, once)."""
+        with self._lock:
+            if found == count:
+                self.exact_up_to = max(self.exact_up_to, count)
+                return
+            if found > count and not self.cap_reported:
+                self.cap_reported = True
+                logger.warning(
+                    "the objects endpoint returned %s objects for a window that holds %s: the account caps "
+                    "windows below pageSize=%s; full windows are split until complete",
+                    count,
+                    found,
+                    self.page_size,
+                )
 
 
 def object_id_of(raw: Any) -> Any:
@@ -142,8 +160,10 @@ class WindowReader:
             return
         if end - start > 1:
             middle = (start + end) // 2
+            before = len(seen)
             self._read_into(start, middle, mode, seen, unkeyed)
             self._read_into(middle, end, mode, seen, unkeyed)
+            self.caps.record_split(len(items), len(seen) - before)
             return
         self._keep(items, seen, unkeyed)
         self._read_full_second(start, end, mode, seen, unkeyed, len(items))
@@ -259,7 +279,7 @@ class WindowReader:
                     if "pageNumber" in extra:
                         raise
                     self.caps.negotiate(mode, error)
-            items, problem, fatal = self._inspect(envelope.data)
+            items, problem, fatal = self._inspect(envelope.data, start, end)
             if not problem:
                 return items
             self.warnings[f"objects: damaged list response re-read ({problem})"] += 1
@@ -282,7 +302,7 @@ class WindowReader:
             self.warnings["objects: a page held more items than pageSize"] += 1
         return items
 
-    def _inspect(self, data: Any) -> tuple[list[Any], str, bool]:
+    def _inspect(self, data: Any, start: int, end: int) -> tuple[list[Any], str, bool]:
         """The items, what looks damaged about them ("" if nothing) and whether nothing is usable."""
         if data is None:
             return [], "the response has no data (null)", True
@@ -304,6 +324,10 @@ class WindowReader:
                 return items, "an item without a readable createdTime/updatedTime", False
             if now is not None and max(updated, created) > now + FUTURE_TOLERANCE_SECONDS:
                 return items, "an item updated after the server's now", False
+            # A window filters on updatedTime or, on accounts that ignore timeFilter, on createdTime:
+            # an item with neither inside it carries garbled times.
+            if not (start - 1 <= updated <= end + 1 or start - 1 <= created <= end + 1):
+                return items, "an item whose times lie outside the window asked for", False
         return items, "", False
 
 
