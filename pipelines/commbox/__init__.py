@@ -21,6 +21,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -92,8 +93,28 @@ class RunContext:
         self._now: datetime | None = None
         self._stream_ids: tuple[int, ...] | None = None
         self._stats_rows: list[dict[str, Any]] | None = None
+        self._pool: ThreadPoolExecutor | None = None
         # Customer data is pseudonymised here, on the raw items, when the source is so configured.
         self.scrub: Callable[[Any], Any] = no_scrub
+
+    def fan_out(self, fetch: Any, refs: list[dict[str, Any]]) -> list[Any]:
+        """`fetch(ref, self)` for every ref, on one pool shared by all fan-out transformers.
+
+        dlt's parallelized transformers run a batch (a window's conversations) per task; one future
+        per conversation would cost dlt more bookkeeping than the requests themselves.
+        """
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    self.settings.max_concurrency, thread_name_prefix="commbox-fan-out"
+                )
+        return list(self._pool.map(lambda ref: fetch(ref, self), refs))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
 
     def server_now(self) -> datetime:
         """The API's clock (the envelope's `response_time`): windows close relative to the server's
@@ -200,39 +221,36 @@ def _compact(row: dict[str, Any], table: str) -> dict[str, Any]:
     return {key: value for key, value in row.items() if value is not None or key in declared}
 
 
-def _objects(bundle: TDataItem) -> Iterator[TDataItem]:
-    if "object" in bundle:
-        yield _compact(bundle["object"], "objects")
+def _objects(bundles: TDataItem) -> TDataItem:
+    return [_compact(bundle["object"], "objects") for bundle in bundles if "object" in bundle]
 
 
-def _childs(bundle: TDataItem) -> Iterator[TDataItem]:
-    if bundle.get("childs"):
-        yield [_compact(row, "childs") for row in bundle["childs"]]
+def _childs(bundles: TDataItem) -> TDataItem:
+    return [_compact(row, "childs") for bundle in bundles for row in bundle.get("childs", ())]
 
 
-def _users(bundle: TDataItem) -> Iterator[TDataItem]:
-    if bundle.get("users"):
-        yield [_compact(row, "users") for row in bundle["users"]]
+def _users(bundles: TDataItem) -> TDataItem:
+    return [_compact(row, "users") for bundle in bundles for row in bundle.get("users", ())]
 
 
-def _user_identities(bundle: TDataItem) -> Iterator[TDataItem]:
-    if bundle.get("identities"):
-        yield [_compact(row, "user_identities") for row in bundle["identities"]]
+def _user_identities(bundles: TDataItem) -> TDataItem:
+    return [_compact(row, "user_identities") for bundle in bundles for row in bundle.get("identities", ())]
 
 
-def _bad_records(bundle: TDataItem) -> Iterator[TDataItem]:
-    if "bad" in bundle:
-        yield bundle["bad"]
+def _bad_records(bundles: TDataItem) -> TDataItem:
+    return [bundle["bad"] for bundle in bundles if "bad" in bundle]
 
 
-def _refs(bundle: TDataItem) -> Iterator[TDataItem]:
-    """One reference per loaded conversation, so the fan-out runs per conversation in parallel."""
-    if "object" in bundle:
-        row = bundle["object"]
-        yield {"object_id": row["object_id"], "stream_id": row["stream_id"]}
+def _refs(bundles: TDataItem) -> TDataItem:
+    """The conversations of one window that were loaded, for the fan-out."""
+    return [
+        {"object_id": bundle["object"]["object_id"], "stream_id": bundle["object"]["stream_id"]}
+        for bundle in bundles
+        if "object" in bundle
+    ]
 
 
-def _transcripts(ref: TDataItem, context: RunContext) -> Any:
+def _transcript_of(ref: TDataItem, context: RunContext) -> Any:
     path = OBJECT_TRANSCRIPT.format(stream_id=ref["stream_id"], object_id=ref["object_id"])
     try:
         data = context.client.get(path).data
@@ -253,7 +271,7 @@ def _transcripts(ref: TDataItem, context: RunContext) -> Any:
         return None
 
 
-def _activities(ref: TDataItem, context: RunContext) -> Any:
+def _activities_of(ref: TDataItem, context: RunContext) -> list[dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     path = OBJECT_ACTIVITIES.format(object_id=ref["object_id"])
     for activity_type in context.settings.activity_types:
@@ -267,7 +285,17 @@ def _activities(ref: TDataItem, context: RunContext) -> Any:
             # Accounts that ignore activityType send every type each time: keep the one asked for.
             if row["activity_type"] == activity_type:
                 rows[row["activity_id"]] = _compact(row, "activities")
-    return list(rows.values()) or None
+    return list(rows.values())
+
+
+def _transcripts(refs: TDataItem, context: RunContext) -> TDataItem:
+    """Each conversation's transcript, fetched on the run's pool (one request per conversation)."""
+    return [row for row in context.fan_out(_transcript_of, refs) if row is not None]
+
+
+def _activities(refs: TDataItem, context: RunContext) -> TDataItem:
+    """Each conversation's activities, one request per configured type, fetched on the run's pool."""
+    return [row for rows in context.fan_out(_activities_of, refs) for row in rows]
 
 
 def _managers(context: RunContext) -> Iterator[TDataItem]:

@@ -258,12 +258,13 @@ def run_pipeline(
             pipeline.extract(
                 source,
                 workers=workers,
-                max_parallel_items=workers * 4,
+                max_parallel_items=workers,
                 loader_file_format=preferred_file_format(pipeline),
                 refresh=refresh,
             )
         finally:
             stop.set()
+            context.close()
             summary.requests = context.client.stats.get("requests", 0)
             summary.throttled = context.client.stats.get("throttled", 0)
             summary.warnings = dict(context.warnings)

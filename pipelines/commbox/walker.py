@@ -15,6 +15,7 @@ from .windows import WindowReader, created_epoch, updated_epoch
 logger = logging.getLogger("commbox.walker")
 
 MIN_ADAPTIVE_WINDOW_SECONDS = 60
+TARGET_PAGE_FILL = 0.75
 
 
 class _TimeFilterIgnored(Exception):
@@ -22,7 +23,7 @@ class _TimeFilterIgnored(Exception):
 
 
 class StreamWalker:
-    """Yields bundles of rows for the new or changed conversations of one stream.
+    """Yields, window by window, lists of row bundles for the new or changed conversations of one stream.
 
     The state (a dict dlt persists with the load, `None` for a backfill) holds:
     `cursor` — unix seconds up to which windows are closed; `mode` — `updated` or `created`, which
@@ -73,7 +74,7 @@ class StreamWalker:
             return int(settings.start_at.timestamp()), end
         return int(cursor) - self._horizon(mode), end
 
-    def walk(self) -> Iterator[dict[str, Any]]:
+    def walk(self) -> Iterator[list[dict[str, Any]]]:
         mode = self._initial_mode()
         start, end = self._range(mode)
         self.progress.update(mode=mode, start=start, end=end, windows=0, conversations=0)
@@ -100,7 +101,7 @@ class StreamWalker:
         if self.state is not None:
             self._commit(end, mode)
 
-    def _walk_range(self, start: int, end: int, mode: str) -> Iterator[dict[str, Any]]:
+    def _walk_range(self, start: int, end: int, mode: str) -> Iterator[list[dict[str, Any]]]:
         window = self.settings.window_seconds
         position = start
         cap = self.reader.page_size
@@ -111,7 +112,10 @@ class StreamWalker:
                 if self.settings.time_filter_mode == MODE_AUTO:
                     raise _TimeFilterIgnored()
                 self.warnings["objects: came back outside the updatedTime window"] += 1
-            yield from self._changed(items, mode)
+            batch = list(self._changed(items, mode))
+            if batch:
+                # One batch per window: the fan-out runs per batch on a pool, not per conversation.
+                yield batch
             self.progress["windows"] += 1
             self.progress["position"] = window_end
             if self.progress["windows"] % 50 == 0:
@@ -122,12 +126,12 @@ class StreamWalker:
                     self.progress["conversations"],
                     _iso(window_end),
                 )
-            # Adapt the window to the traffic: few answers a call mean wasted calls, near-full
-            # answers mean splits.
-            if len(items) < cap // 4:
-                window = min(window * 2, self.settings.max_window_seconds)
-            elif len(items) > cap * 3 // 4:
-                window = max(window // 2, MIN_ADAPTIVE_WINDOW_SECONDS)
+            # Adapt the window to the traffic, aiming at three quarters of a page: few answers a
+            # call mean wasted calls, full answers mean splits.
+            scale = min(2.0, max(0.5, TARGET_PAGE_FILL * cap / max(len(items), 1)))
+            window = int(
+                min(max(window * scale, MIN_ADAPTIVE_WINDOW_SECONDS), self.settings.max_window_seconds)
+            )
             position = window_end
 
     def _time_filter_ignored(self, items: list[Any], start: int, end: int) -> bool:
