@@ -15,7 +15,7 @@ import logging
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -38,6 +38,11 @@ from .settings import (
 
 logger = logging.getLogger("commbox.client")
 
+# Pacing learnt from 429s when no ceiling is configured (see RequestBudget).
+LEARN_WINDOW_SECONDS = 3.0
+CRUISE_FACTOR = 0.95
+ADJUST_EVERY_SECONDS = 1.0
+PROBE_AFTER_SECONDS = 30.0
 # Throttling can last a while; errors should not. 429s get this many times more attempts.
 THROTTLE_ATTEMPTS_FACTOR = 5
 USER_AGENT = "commbox-etl/0.1 (+dlt)"
@@ -92,7 +97,13 @@ class Envelope:
 
 class RequestBudget:
     """One budget for every worker: at most `concurrency` requests in flight, at most `rate` starts a
-    second (0 = no ceiling), and a pause that any 429 imposes on all of them."""
+    second, and a pause that any 429 imposes on all of them.
+
+    With no configured ceiling (`rate` 0) the budget learns one: the first 429 sets the pace to the
+    rate of answers the server let through, which then climbs until the next 429 marks the server's
+    rate; from then on it holds just under that rate and probes above it only after a quiet spell. Without this, every 429 would stop
+    all workers for its `Retry-After` and the run would crawl at a fraction of the allowed rate.
+    """
 
     def __init__(self, concurrency: int, rate: float) -> None:
         self._slots = threading.BoundedSemaphore(max(1, concurrency))
@@ -100,10 +111,46 @@ class RequestBudget:
         self._interval = 1.0 / rate if rate > 0 else 0.0
         self._next_start = 0.0
         self._paused_until = 0.0
+        self._adaptive = rate <= 0
+        self._successes: deque[float] = deque(maxlen=8192)
+        self._ceiling = 0.0
+        self._next_adjust = 0.0
+        self._probe_after = 0.0
+
+    def record_success(self) -> None:
+        if self._adaptive:
+            with self._lock:
+                self._successes.append(time.monotonic())
 
     def pause(self, seconds: float) -> None:
+        """A 429: everyone waits `seconds`, and an unconfigured budget slows to what the server allows."""
         with self._lock:
-            self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+            now = time.monotonic()
+            self._paused_until = max(self._paused_until, now + seconds)
+            if not self._adaptive:
+                return
+            if self._interval:
+                # Throttled while pacing: that pace is more than the server allows.
+                self._ceiling = 1.0 / self._interval
+                rate = self._ceiling * CRUISE_FACTOR
+            else:
+                # The first 429 of an unpaced run: start from the answers the server let through.
+                recent = [t for t in self._successes if t > now - LEARN_WINDOW_SECONDS]
+                rate = max(1.0, len(recent) / max(now - recent[0], 0.5)) if recent else 1.0
+            self._interval = 1.0 / rate
+            self._next_adjust = now + seconds + ADJUST_EVERY_SECONDS
+            self._probe_after = now + seconds + PROBE_AFTER_SECONDS
+
+    def _adapt(self, now: float) -> None:
+        """Climb quickly while the server's rate is unknown, then hold just under it and probe above
+        it only after a quiet spell (lock held)."""
+        if not self._adaptive or not self._interval or now < self._next_adjust:
+            return
+        if not self._ceiling:
+            self._interval /= 1.15
+        elif now >= self._probe_after:
+            self._interval /= 1.02
+        self._next_adjust = now + ADJUST_EVERY_SECONDS
 
     def __enter__(self) -> RequestBudget:
         # The slot first, the pause check last: a worker that passed the check and then queued for
@@ -113,6 +160,7 @@ class RequestBudget:
             while True:
                 with self._lock:
                     now = time.monotonic()
+                    self._adapt(now)
                     start = max(now, self._next_start, self._paused_until)
                     if start <= now:
                         self._next_start = now + self._interval
@@ -166,6 +214,10 @@ class CommBoxClient:
             adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self._pool_size, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
+            # Proxies from the environment are resolved once; `trust_env` would re-read the
+            # environment and ~/.netrc on every request (a measurable share of the run's CPU).
+            session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
+            session.trust_env = False
             session.headers.update({"Authorization": self._auth, "Accept": "application/json"})
             session.headers["User-Agent"] = USER_AGENT
             self._local.session = session
@@ -185,7 +237,9 @@ class CommBoxClient:
         while True:
             attempt += 1
             try:
-                return self._get_once(path, params, where)
+                envelope = self._get_once(path, params, where)
+                self.budget.record_success()
+                return envelope
             except _Retryable as retry:
                 if retry.throttled:
                     throttled += 1
