@@ -559,3 +559,10 @@ def test_clock_starts_at_end_and_advances(sim: Simulator) -> None:
     t = sim.clock.now()
     sim.clock.advance(86_400)
     assert sim.clock.now() - t >= timedelta(days=1)
+
+
+@pytest.mark.parametrize("conversations", [50, 51, 120])
+def test_small_accounts_serve_every_conversation(sim_factory, conversations: int) -> None:
+    sim = sim_factory(conversations=conversations, seed=3)
+    served = sum(len(list_all(sim, s, includeChilds="true", **whole_history(sim))) for s in stream_ids(sim))
+    assert served == len(sim.truth.objects())

@@ -270,7 +270,8 @@ class Dataset:
 
     def pick_user(self, rng: Random, provider_type: int) -> int:
         u = rng.randrange(self.n_users)
-        if provider_type == 7 and u % 3 == 0:
+        # Only customers with an identity on the channel can write on it (user_types).
+        while provider_type == 7 and u % 3 == 0:
             u = (u + 1) % self.n_users
         if provider_type == 8 and u % 2 == 1:
             u -= 1
