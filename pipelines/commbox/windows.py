@@ -93,7 +93,7 @@ class CapTracker:
             if found == count:
                 self.exact_up_to = max(self.exact_up_to, count)
                 return
-            if found > count and not self.cap_reported:
+            if count < self.page_size and found > count and not self.cap_reported:
                 self.cap_reported = True
                 logger.warning(
                     "the objects endpoint returned %s objects for a window that holds %s: the account caps "
