@@ -21,12 +21,13 @@ from typing import Any, TypeVar
 
 import dlt
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
+from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from . import commbox_source
 from .client import ApiError
 from .config import ConfigError, parse_moment, parse_stream_ids
-from .settings import DEFAULT_DUCKDB_FILE, DEFAULT_PIPELINE_NAME, DEFAULT_RAW_DATASET
+from .settings import DEFAULT_DUCKDB_FILE, DEFAULT_PIPELINE_NAME, DEFAULT_RAW_DATASET, DUCKDB_MEMORY_LIMIT
 
 logger = logging.getLogger("commbox.runner")
 
@@ -74,6 +75,12 @@ def resolve_destination(destination: str | None) -> str:
     return name
 
 
+def duckdb_credentials(path: str) -> DuckDbCredentials:
+    """DuckDB with a memory ceiling: left alone it takes up to 80% of the machine for a large merge,
+    where spilling to disk costs little and keeps a scheduled run's footprint flat."""
+    return DuckDbCredentials(path, global_config={"memory_limit": DUCKDB_MEMORY_LIMIT})
+
+
 def make_pipeline(
     *,
     destination: str | None = None,
@@ -86,8 +93,11 @@ def make_pipeline(
     name = resolve_destination(destination)
     dataset_name = dataset or dlt.config.get("dataset_name") or DEFAULT_RAW_DATASET
     target: Any = name
-    if name == "duckdb" and not dlt.config.get("destination.duckdb.credentials"):
-        target = dlt.destinations.duckdb(str(Path(DEFAULT_DUCKDB_FILE).resolve()))
+    configured = dlt.config.get("destination.duckdb.credentials") if name == "duckdb" else None
+    if name == "duckdb" and (not configured or isinstance(configured, str)):
+        target = dlt.destinations.duckdb(
+            duckdb_credentials(configured or str(Path(DEFAULT_DUCKDB_FILE).resolve()))
+        )
     elif name == "bigquery":
         try:
             import google.cloud.bigquery  # noqa: F401

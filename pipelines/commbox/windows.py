@@ -49,17 +49,16 @@ class IncompleteWindow(ApiError):
 class CapTracker:
     """What the account's list endpoint turned out to accept and return, shared by all streams.
 
-    `exact_up_to`: the largest count a split has shown to be a whole window. Some accounts cap a
-    window below the requested `pageSize`, so a count above it is treated as possibly
-    capped and verified by a split; honest windows below it cost nothing extra.
+    `largest`: the most objects a single list call has returned. Some accounts cap a window below the
+    requested `pageSize`, so a count that reaches the largest seen so far is treated as possibly
+    capped and verified by a split; honest windows below it cost nothing extra. Once a split shows
+    the cap, `page_size` becomes it.
     `page_size`, `time_filter` and `ordered`: the parameters negotiated after 400 answers (see
     `WindowReader._list`).
     """
 
     page_size: int
     largest: int = 0
-    exact_up_to: int = 0
-    cap_reported: bool = False
     time_filter: dict[str, int] = field(default_factory=lambda: {MODE_UPDATED: 0, MODE_CREATED: 0})
     ordered: bool = True
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -82,26 +81,28 @@ class CapTracker:
         logger.warning("the objects endpoint refused a request (%s); retrying %s", error, change)
 
     def is_suspect(self, count: int) -> bool:
+        """Whether `count` objects may be a truncated answer. The account's cap is at least every count
+        it has returned, so only a count reaching the largest so far (or the cap, once shown) can be
+        one; a window that merely held that many is verified by one split."""
         with self._lock:
+            suspect = count >= self.page_size or (count >= MIN_SUSPECT_COUNT and count >= self.largest)
             self.largest = max(self.largest, min(count, self.page_size))
-            return count >= self.page_size or (count >= MIN_SUSPECT_COUNT and count > self.exact_up_to)
+            return suspect
 
     def record_split(self, count: int, found: int) -> None:
-        """What splitting a suspect window showed: its halves held exactly `count` objects (so the
-        account does not cap at or below `count`), or more (it does: say so, once)."""
+        """A split showed the window held more than the `count` objects answered: below `pageSize`,
+        that is the account's cap. From then on only answers that reach it are split."""
         with self._lock:
-            if found == count:
-                self.exact_up_to = max(self.exact_up_to, count)
-                return
-            if count < self.page_size and found > count and not self.cap_reported:
-                self.cap_reported = True
+            if count < self.page_size and found > count:
                 logger.warning(
                     "the objects endpoint returned %s objects for a window that holds %s: the account caps "
-                    "windows below pageSize=%s; full windows are split until complete",
+                    "answers below pageSize=%s; asking for %s from now on and splitting full windows",
                     count,
                     found,
                     self.page_size,
+                    count,
                 )
+                self.page_size = count
 
 
 def object_id_of(raw: Any) -> Any:
