@@ -182,3 +182,29 @@ def test_time_filter_spelling_is_negotiated_not_abandoned(sim_factory, tmp_path,
     assert "timeFilter=Updated" in caplog.text
     state = pipeline.state["sources"]["commbox"]["resources"]["conversations"]["streams"]
     assert {stream["mode"] for stream in state.values()} == {"updated"}
+
+
+def crowd_one_second(sim_factory, **switches):
+    """An account where one second holds ~150 new conversations per stream (clock frozen)."""
+    sim = sim_factory(conversations=200, clock_running=False, **switches)
+    sim.clock.advance(600)
+    sim.mutate(new=600)  # all Open: a status partition cannot split them either
+    return sim
+
+
+def test_a_second_holding_more_than_a_page_is_paged_through(sim_factory, tmp_path, caplog):
+    sim = crowd_one_second(sim_factory)
+    pipeline = make_test_pipeline(tmp_path)
+    summary = load(pipeline, sim, include_transcripts=False, activity_types=[])
+    assert set(column(pipeline, "objects", "object_id")) == {o["object_id"] for o in sim.truth.objects()}
+    assert "alone holds a full page" in caplog.text
+    assert summary.warnings["objects: single second held a full page, paged through"] >= 1
+
+
+def test_a_second_that_cannot_be_read_whole_fails_and_keeps_the_state(sim_factory, tmp_path):
+    sim = crowd_one_second(sim_factory, window_cap=True)
+    pipeline = make_test_pipeline(tmp_path)
+    with pytest.raises(Exception, match="refusing to truncate"):
+        load(pipeline, sim, include_transcripts=False, activity_types=[])
+    assert "conversations" not in pipeline.state.get("sources", {}).get("commbox", {}).get("resources", {})
+    assert pipeline.list_extracted_load_packages() == [] and pipeline.list_normalized_load_packages() == []

@@ -203,6 +203,9 @@ class WindowReader:
         before = len(seen)
         stale = 0
         complete = False
+        # A short page proves the end only once paging has shown it works here (a later page brought
+        # new conversations): an account that caps a window answers later pages with nothing too.
+        paging_works = False
         # The first page is 0 on some accounts and 1 on others; asking both costs one request and
         # duplicates are dropped by id, so it does not matter which.
         for page in range(0, MAX_PAGES_PER_SECOND):
@@ -215,8 +218,9 @@ class WindowReader:
                 raise
             new = sum(1 for item in items if str(object_id_of(item)).strip().rstrip(",") not in seen)
             self._keep(items, seen, unkeyed)
+            paging_works = paging_works or new > 0
             if len(items) < min(first_count, self.page_size) and page >= 1:
-                complete = True
+                complete = paging_works
                 break
             stale = 0 if new else stale + 1
             if stale >= 2:
