@@ -42,7 +42,7 @@ clean: ## Remove the virtualenv, local warehouses and dlt working folders
 	rm -rf $(VENV) commbox.duckdb .dlt/pipelines reports
 
 bench: $(STAMP) ## Benchmark pipeline vs the API's limit vs dlt rest_api (~25 min) -> bench/results.md
-	$(BIN)/pip install --quiet py-spy pyinstrument
+	$(BIN)/pip install --quiet py-spy==0.4.3 pyinstrument==5.1.3
 	$(BIN)/python -m bench
 
 bench-quick: $(STAMP) ## Small benchmark run (under 2 min) -> bench/runs/quick.md
