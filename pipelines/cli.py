@@ -119,16 +119,23 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _views(args: argparse.Namespace) -> int:
-    from pipelines.commbox.config import parse_moment
-    from pipelines.commbox.runner import build_reporting_views, make_pipeline
+def _pipeline_of(args: argparse.Namespace) -> Any:
+    """The pipeline a command's `--destination`, `--dataset`, `--pipeline-name` and `--pipelines-dir` name."""
+    from pipelines.commbox.runner import make_pipeline
 
-    pipeline = make_pipeline(
+    return make_pipeline(
         destination=args.destination,
         dataset=args.dataset,
         pipeline_name=args.pipeline_name,
         pipelines_dir=args.pipelines_dir,
     )
+
+
+def _views(args: argparse.Namespace) -> int:
+    from pipelines.commbox.config import parse_moment
+    from pipelines.commbox.runner import build_reporting_views
+
+    pipeline = _pipeline_of(args)
     pipeline.sync_destination()
     as_of = parse_moment(args.as_of, "--as-of") if args.as_of else None
     built = build_reporting_views(pipeline, as_of=as_of)
@@ -138,14 +145,8 @@ def _views(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from pipelines.commbox.report import render_report
-    from pipelines.commbox.runner import make_pipeline
 
-    pipeline = make_pipeline(
-        destination=args.destination,
-        dataset=args.dataset,
-        pipeline_name=args.pipeline_name,
-        pipelines_dir=args.pipelines_dir,
-    )
+    pipeline = _pipeline_of(args)
     pipeline.sync_destination()
     if args.html:
         from pipelines.commbox.report_html import write_html_report
@@ -161,14 +162,8 @@ def _status(args: argparse.Namespace) -> int:
     import json
 
     from pipelines.commbox.ops import read_status, render_status
-    from pipelines.commbox.runner import make_pipeline
 
-    pipeline = make_pipeline(
-        destination=args.destination,
-        dataset=args.dataset,
-        pipeline_name=args.pipeline_name,
-        pipelines_dir=args.pipelines_dir,
-    )
+    pipeline = _pipeline_of(args)
     status = read_status(pipeline)
     print(json.dumps(status.as_dict(), indent=2) if args.json else render_status(status))
     if args.max_lag_hours is not None:
@@ -185,17 +180,8 @@ def _status(args: argparse.Namespace) -> int:
 
 def _doctor(args: argparse.Namespace) -> int:
     from pipelines.commbox.ops import run_doctor
-    from pipelines.commbox.runner import make_pipeline
 
-    def pipeline() -> Any:
-        return make_pipeline(
-            destination=args.destination,
-            dataset=args.dataset,
-            pipeline_name=args.pipeline_name,
-            pipelines_dir=args.pipelines_dir,
-        )
-
-    checks = run_doctor(pipeline, timeout=args.timeout)
+    checks = run_doctor(lambda: _pipeline_of(args), timeout=args.timeout)
     for check in checks:
         print(check.line(), flush=True)
     failed = [check for check in checks if not check.ok]
