@@ -256,10 +256,7 @@ def run_pipeline(
     with pipeline_lock(pipeline):
         _waiting_for_destination_lock("sync", pipeline.sync_destination)
         if pipeline.has_pending_data:
-            logger.warning("finishing the load packages a previous run left behind")
-            if pipeline.list_extracted_load_packages():
-                pipeline.normalize()
-            _load(pipeline)
+            discard_unfinished_packages(pipeline)
         stop = threading.Event()
         reporter = threading.Thread(target=_progress_reporter, args=(context, stop), daemon=True)
         reporter.start()
@@ -338,6 +335,27 @@ def load_sla_tables(pipeline: dlt.Pipeline, sla_config: Any) -> None:
 def has_loaded_objects(pipeline: dlt.Pipeline) -> bool:
     schema = pipeline.default_schema
     return "objects" in schema.tables and bool(schema.get_table_columns("objects"))
+
+
+def discard_unfinished_packages(pipeline: dlt.Pipeline) -> None:
+    """Drop what a run that died left behind and fall back to the state the destination committed.
+
+    Resuming a half-loaded package is not safe with merge tables: dlt truncates the staging tables
+    when it resumes the package, which throws away the rows of the jobs that had already completed
+    (a table written in two files loses one of them), while the state in the package says they
+    loaded. So the package is discarded, the local state with it, and the next extract reads those
+    windows again from the cursor of the last load that completed: every table merges, so re-reading
+    costs requests, never rows.
+    """
+    packages = [*pipeline.list_extracted_load_packages(), *pipeline.list_normalized_load_packages()]
+    logger.warning(
+        "discarding %s load package(s) a previous run left unfinished (%s); their windows are read again",
+        len(packages),
+        ", ".join(packages),
+    )
+    pipeline.drop_pending_packages()
+    pipeline.drop()
+    _waiting_for_destination_lock("sync", pipeline.sync_destination)
 
 
 def build_reporting_views(pipeline: dlt.Pipeline, as_of: Any = None, sla_config: Any = None) -> list[str]:
