@@ -16,6 +16,7 @@ import pytest
 
 from pipelines.commbox.client import ApiError
 from pipelines.commbox.runner import run_pipeline
+from pipelines.commbox_sim.config import BAD_PAYLOADS
 from tests.fixtures.faults_harness import Cli, Warehouse, cursors, oracle
 from tests.helpers import load, make_test_pipeline, source_settings
 
@@ -268,17 +269,7 @@ def damage_list_responses(sim, kind: str, rate: float, seed: int = 2) -> Counter
     return injected
 
 
-SIM_DAMAGE = (
-    "invalid_json",
-    "empty_body",
-    "data_null",
-    "missing_id",
-    "oversize_page",
-    "wrong_types",
-    "invalid_dates",
-    "invalid_utf8",
-    "duplicate_across_pages",
-)
+SIM_DAMAGE = BAD_PAYLOADS  # every damage the simulator can inject
 KINDS = (*SIM_DAMAGE, "html200", *EXTRA_DAMAGE, "same_conversation_twice", "inserted_while_paging")
 
 

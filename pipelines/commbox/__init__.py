@@ -18,6 +18,7 @@ Tables (dataset `commbox_raw` by default), all with write disposition `merge`:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -373,6 +374,7 @@ def _transformer(fn: Any, name: str, parent: DltResource, **hints: Any) -> Any:
 
 
 MERGE = "merge"
+SETTING_NAMES = frozenset(inspect.signature(validate).parameters)
 REPLACE_PER_OBJECT = {"disposition": "merge", "strategy": "delete-insert"}
 
 
@@ -423,29 +425,8 @@ def commbox_source(
     (`max_concurrency` in flight, at most `max_requests_per_second`, and every worker pausing on a
     429's `Retry-After`).
     """
-    settings = validate(
-        api_key=api_key,
-        base_url=base_url,
-        stream_ids=stream_ids,
-        start_date=start_date,
-        end_date=end_date,
-        window_hours=window_hours,
-        max_window_days=max_window_days,
-        lookback_seconds=lookback_seconds,
-        safety_margin_seconds=safety_margin_seconds,
-        page_size=page_size,
-        include_transcripts=include_transcripts,
-        activity_types=activity_types,
-        max_concurrency=max_concurrency,
-        max_requests_per_second=max_requests_per_second,
-        max_retry_wait_seconds=max_retry_wait_seconds,
-        request_timeout_seconds=request_timeout_seconds,
-        time_filter_mode=time_filter_mode,
-        created_mode_reread_days=created_mode_reread_days,
-        backfill=backfill,
-        pseudonymize=pseudonymize,
-        pseudonymize_key=pseudonymize_key,
-    )
+    # Every argument of this function is a setting: validate them all, before any request.
+    settings = validate(**{name: value for name, value in locals().items() if name in SETTING_NAMES})
     context = RunContext(settings, api_key)
     if settings.pseudonymize:
         context.scrub = Pseudonymiser(str(pseudonymize_key)).scrub
