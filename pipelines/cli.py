@@ -72,12 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--pipeline-name", default="commbox")
     doctor.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the API")
 
-    simulate = commands.add_parser(
+    commands.add_parser(
         "simulate",
         help="serve the CommBox API simulator (see README: The CommBox API simulator)",
         add_help=False,
     )
-    simulate.add_argument("sim_args", nargs=argparse.REMAINDER)
+    # Its own flags (--port, --seed, ...) belong to the simulator's parser: see main().
 
     demo = commands.add_parser("demo", help="simulator -> pipeline -> commbox.duckdb -> views -> report")
     demo.add_argument("--conversations", type=int, default=3000)
@@ -279,7 +279,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pipelines.commbox.config import ConfigError
     from pipelines.commbox.runner import RunLocked
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # argparse's REMAINDER does not pass on arguments that look like options, so everything after
+    # `simulate` goes to the simulator's own parser untouched.
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "simulate":
+        args.sim_args = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     _configure_logging(args.log_level)
     try:
         return COMMANDS[args.command](args)
