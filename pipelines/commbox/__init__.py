@@ -44,6 +44,7 @@ from .normalise import (
 )
 from .pii import Pseudonymiser, no_scrub
 from .settings import (
+    DEFAULT_ACTIVITY_TYPES,
     DEFAULT_BASE_URL,
     DEFAULT_CREATED_MODE_REREAD_DAYS,
     DEFAULT_LOOKBACK_SECONDS,
@@ -391,7 +392,7 @@ def commbox_source(
     safety_margin_seconds: int = DEFAULT_SAFETY_MARGIN_SECONDS,
     page_size: int = MAX_PAGE_SIZE,
     include_transcripts: bool = True,
-    activity_types: Any = ("StatusChange", "AssignChange"),
+    activity_types: Any = tuple(int(t) for t in DEFAULT_ACTIVITY_TYPES),
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     max_requests_per_second: float = DEFAULT_MAX_REQUESTS_PER_SECOND,
     max_retry_wait_seconds: float = DEFAULT_MAX_RETRY_WAIT_SECONDS,

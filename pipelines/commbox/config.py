@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from .normalise import parse_timestamp
-from .settings import ACTIVITY_TYPE_NAMES, MAX_PAGE_SIZE, TIME_FILTER_MODES
+from .settings import ACTIVITY_TYPE_NAMES, DEFAULT_START_DAYS_AGO, MAX_PAGE_SIZE, TIME_FILTER_MODES
 
 PLACEHOLDER_KEYS = frozenset({"", "<your api key>", "your-api-key", "changeme", "replace-me"})
 _NAMES_TO_TYPES = {name.lower(): number for number, name in ACTIVITY_TYPE_NAMES.items()}
@@ -171,7 +171,8 @@ def validate(
     start_at = (
         parse_moment(start_date, "start_date")
         if start_date not in (None, "")
-        else datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=30)
+        else datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        - timedelta(days=DEFAULT_START_DAYS_AGO)
     )
     end_at = parse_moment(end_date, "end_date") if end_date not in (None, "") else None
     if end_at is not None and end_at <= start_at:
