@@ -13,6 +13,7 @@ import orjson
 
 from .data import IN_PROCESS, OPEN, PENDING
 from .faults import HTML_ERROR_PAGE, corrupt
+from .shapes import drop_nulls
 
 if TYPE_CHECKING:
     from .simulator import Simulator
@@ -178,25 +179,30 @@ class Api:
         stamp = r.ts(us)
         return stamp if r.cfg.quirk("seven_digit_times") else stamp[:-1] + str((us * 7 + 3) % 10) + "Z"
 
+    def _head(self, status: int | str, description: str) -> dict[str, Any]:
+        head: dict[str, Any] = {"status": status, "description": description}
+        if not self.sim.config.omit_response_time:
+            head["response_time"] = self._now()
+        return head
+
     def _error(self, status: int, description: str | None = None, headers: list | None = None) -> Reply:
-        body = orjson.dumps(
-            {
-                "status": status,
-                "description": description or DESCRIPTIONS.get(status, ""),
-                "response_time": self._now(),
-                "data": None,
-            }
-        )
-        return Reply(status, body, headers=headers or [])
+        envelope = self._head(status, description or DESCRIPTIONS.get(status, ""))
+        if not self.sim.config.omit_nulls:
+            envelope["data"] = None
+        return Reply(status, orjson.dumps(envelope), headers=headers or [])
 
     def _ok(self, route: str, path: str, data: bytes, bad: str | None) -> Reply:
         cfg = self.sim.config
         status: int | str = 200
-        if cfg.quirk("status_as_string") and (route == "activities" or zlib.crc32(path.encode()) % 3 == 0):
+        if cfg.documented_status:
+            # the vendor's examples: the string "200" for activities, the number everywhere else
+            status = "200" if route == "activities" else 200
+        elif cfg.quirk("status_as_string") and (route == "activities" or zlib.crc32(path.encode()) % 3 == 0):
             status = "200"
         description = "System is operational" if route == "systemstatus" else DESCRIPTIONS[200]
-        head = orjson.dumps({"status": status, "description": description, "response_time": self._now()})
-        body = head[:-1] + b',"data":' + data + b"}"
+        head = orjson.dumps(self._head(status, description))
+        # an account that leaves out null fields leaves out a null ``data`` too
+        body = head if data == b"null" and cfg.omit_nulls else head[:-1] + b',"data":' + data + b"}"
         if bad and bad not in ("oversize_page", "duplicate_across_pages"):
             self.stats.faults["bad_payload_" + bad] += 1
             body = corrupt(bad, orjson.loads(body))
@@ -217,16 +223,23 @@ class Api:
             raise ApiError(404, f"Object {raw} not found")
         return i
 
+    def _dumps(self, value: Any) -> bytes:
+        """JSON of a rendered value, without null fields when the account leaves them out."""
+        return orjson.dumps(drop_nulls(value) if self.sim.config.omit_nulls else value)
+
     def _fragment(self, kind: str, i: int, childs: bool, acts: bool) -> bytes:
         ds = self.sim.dataset
-        key = (kind, i, ds.obj_version[i], childs, acts)
+        cfg = self.sim.config
+        # The shape is part of the key: a cached fragment must never outlive a shape switch.
+        shape = (cfg.documented_keys, cfg.list_child_sender, cfg.omit_nulls, cfg.quirks, cfg.quirks_off)
+        key = (kind, i, ds.obj_version[i], childs, acts, shape)
         frag = self._fragments.get(key)
         if frag is None:
             r = self.sim.renderer
             value = (r.list_object if kind == "list" else r.single_object)(
                 i, include_childs=childs, include_activities=acts
             )
-            frag = orjson.dumps(value)
+            frag = self._dumps(value)
             self._fragments[key] = frag
             if len(self._fragments) > self.sim.config.fragment_cache_size:
                 self._fragments.popitem(last=False)
@@ -263,7 +276,11 @@ class Api:
             raise ApiError(400, "sort must be asc or desc")
         page = _int(q.get("pagenumber"), 400) if q.get("pagenumber") not in (None, "") else cfg.page_base
         if page < cfg.page_base:
-            raise ApiError(400, f"pageNumber starts at {cfg.page_base}")
+            if not cfg.lenient_page_numbers:
+                raise ApiError(400, f"pageNumber starts at {cfg.page_base}")
+            page = cfg.page_base  # a lenient account answers page 0 (and below) as its first page
+        if cfg.unpageable:
+            page = cfg.page_base
         size = _int(q.get("pagesize"), 400) if q.get("pagesize") not in (None, "") else 100
         if size < 1:
             raise ApiError(400, "pageSize must be positive")
@@ -271,7 +288,7 @@ class Api:
             raise ApiError(400, f"pageSize must be at most {cfg.max_page_size}")
         size = min(size, cfg.max_page_size)
         statuses = None
-        if q.get("status"):
+        if q.get("status") and not cfg.unpageable:
             statuses = frozenset(_int(x, 400) for x in q["status"].split(",") if x.strip())
         sub = _int(q["substream"], 400) if q.get("substream") not in (None, "") else None
         childs = _bool(q.get("includechilds"))
@@ -293,7 +310,8 @@ class Api:
             self._windows[key] = ids
             if len(self._windows) > 256:
                 self._windows.popitem(last=False)
-        offset = (page - cfg.page_base) * size
+        # with page_overlap each page starts that many items before the previous one ended
+        offset = (page - cfg.page_base) * max(1, size - cfg.page_overlap)
         if bad == "duplicate_across_pages" and offset:
             self.stats.faults["bad_payload_duplicate_across_pages"] += 1
             offset = max(0, offset - max(1, size // 10))
@@ -359,25 +377,25 @@ class Api:
     def _get_transcript(self, p, q, bad) -> bytes:
         k = self._stream(p["stream"])
         i = self._object(p["object"], k)
-        return orjson.dumps([self.sim.renderer.transcript(i)])
+        return self._dumps([self.sim.renderer.transcript(i)])
 
     def _get_activities(self, p, q, bad) -> bytes:
         i = self._object(p["object"], None)
         raw = q.get("activitytype")
         atype = _int(raw, 400) if raw not in (None, "") else None
         ds = self.sim.dataset
-        return orjson.dumps(self.sim.renderer.activities(ds.detail(i), atype))
+        return self._dumps(self.sim.renderer.activities(ds.detail(i), atype))
 
     def _get_managers(self, p, q, bad) -> bytes:
         r = self.sim.renderer
-        return orjson.dumps([r.manager(m) for m in self.sim.dataset.managers])
+        return self._dumps([r.manager(m) for m in self.sim.dataset.managers])
 
     def _get_user(self, p, q, bad) -> bytes:
         ds = self.sim.dataset
         u = ds.user_index(_int(p["user"].rstrip(","), 404))
         if u is None:
             raise ApiError(404, f"User {p['user']} not found")
-        return orjson.dumps(self.sim.renderer.user(u))
+        return self._dumps(self.sim.renderer.user(u))
 
     def _open_groups(self, predicate=None) -> list[dict[str, int]]:
         ds = self.sim.dataset
@@ -392,7 +410,7 @@ class Api:
         ]
 
     def _get_stats_streams(self, p, q, bad) -> bytes:
-        return orjson.dumps(self._open_groups())
+        return self._dumps(self._open_groups())
 
     def _get_stats_sla(self, p, q, bad) -> bytes:
         ds = self.sim.dataset
@@ -404,7 +422,7 @@ class Api:
 
         breached = self._open_groups(lambda i: waited(i) > target)
         critical = self._open_groups(lambda i: not ds.first_resp[i] and 0.75 * target < waited(i) <= target)
-        return orjson.dumps([{"Item1": breached}, {"Item2": critical}])
+        return self._dumps([{"Item1": breached}, {"Item2": critical}])
 
     def _get_availability(self, p, q, bad) -> bytes:
         k = self._stream(p["stream"])
@@ -413,7 +431,7 @@ class Api:
             flag = q.get("ignoreautomationexsistance")
         if flag is None or flag.lower() not in ("true", "false"):
             raise ApiError(400, "ignoreAutomationExsistance (true/false) is required")
-        return orjson.dumps({"state": self.sim.availability(k, flag.lower() == "true")})
+        return self._dumps({"state": self.sim.availability(k, flag.lower() == "true")})
 
     def _get_systemstatus(self, p, q, bad) -> bytes:
         return b"null"

@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .config import BAD_PAYLOADS, QUIRKS, SimConfig
+from .config import BAD_PAYLOADS, PROFILES, QUIRKS, SimConfig
 from .simulator import Simulator
 
 
@@ -21,6 +21,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--host", default="127.0.0.1")
     g.add_argument("--port", type=int, default=8765, help="0 picks a free port (the real one is printed)")
     g.add_argument("--ready-file", type=Path, help="write the base URL to this file once listening")
+    p.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default=d.profile,
+        help="preset of switches (docs: shaped exactly as the vendor's examples; lenient-paging: "
+        "page 0 answers as page 1); flags given beside it override it",
+    )
     g = p.add_argument_group("data")
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--conversations", type=int, default=d.conversations)
@@ -28,6 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--streams", type=int, default=d.streams)
     g.add_argument("--end", default=d.end, help="ISO time the history ends at; the clock starts there")
     g.add_argument("--no-bursts", action="store_true", help="no burst hours")
+    g.add_argument(
+        "--crowded-seconds",
+        type=int,
+        default=d.crowded_seconds,
+        help="seconds in the history where many conversations of one stream change at once",
+    )
+    g.add_argument(
+        "--crowded-size",
+        type=int,
+        default=d.crowded_size,
+        help="conversations changed in each crowded second",
+    )
     g.add_argument("--api-key", default=d.api_key)
     g.add_argument("--frozen-clock", action="store_true", help="the clock moves only via /_sim/advance")
     g = p.add_argument_group("semantics")
@@ -42,10 +61,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--inclusive-end", action="store_true", help="windows are [start, end] instead of [start, end)"
     )
     g.add_argument("--max-page-size", type=int, default=d.max_page_size)
+    bool_flag = argparse.BooleanOptionalAction
+    g.add_argument(
+        "--lenient-page-numbers",
+        action=bool_flag,
+        help="a pageNumber below the base answers as the first page (default: the profile's)",
+    )
+    g.add_argument(
+        "--page-overlap",
+        type=int,
+        default=d.page_overlap,
+        help="each page starts this many items before the previous one ended",
+    )
+    g.add_argument(
+        "--unpageable", action="store_true", help="the list ignores pageNumber and status (always page 1)"
+    )
     g.add_argument("--strict-page-size", action="store_true", help="400 for a pageSize above the max")
     g.add_argument(
         "--time-filter-values", help="comma list of the only timeFilter values accepted (others: 400)"
     )
+    g = p.add_argument_group("shapes (default: the profile's)")
+    g.add_argument(
+        "--documented-keys", action=bool_flag, help="items carry exactly the keys of the vendor's example"
+    )
+    g.add_argument("--list-child-sender", action=bool_flag, help="list childs carry `user` (the sender)")
+    g.add_argument("--omit-nulls", action=bool_flag, help="leave null fields out of the JSON")
+    g.add_argument(
+        "--documented-status", action=bool_flag, help="envelope status typed as each endpoint's example"
+    )
+    g.add_argument("--omit-response-time", action="store_true", help="envelopes without response_time")
     g = p.add_argument_group("throttling and faults")
     g.add_argument("--rps", type=float, default=0.0, help="token-bucket rate limit (0 = off)")
     g.add_argument("--burst", type=int, default=d.rate_limit_burst, help="token-bucket size")
@@ -68,7 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(a: argparse.Namespace) -> SimConfig:
-    return SimConfig(
+    return SimConfig.from_profile(
+        a.profile,
+        crowded_seconds=a.crowded_seconds,
+        crowded_size=a.crowded_size,
+        lenient_page_numbers=a.lenient_page_numbers,
+        page_overlap=a.page_overlap,
+        unpageable=a.unpageable,
+        documented_keys=a.documented_keys,
+        list_child_sender=a.list_child_sender,
+        omit_nulls=a.omit_nulls,
+        documented_status=a.documented_status,
+        omit_response_time=a.omit_response_time,
         seed=a.seed,
         conversations=a.conversations,
         days=a.days,

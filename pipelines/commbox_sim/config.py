@@ -35,13 +35,41 @@ BAD_PAYLOADS = (
 )
 
 # Switches that only shape the generated data; changing them at runtime is refused.
-GENERATION_FIELDS = frozenset({"seed", "conversations", "days", "streams", "end", "bursts"})
+GENERATION_FIELDS = frozenset(
+    {"seed", "conversations", "days", "streams", "end", "bursts", "crowded_seconds", "crowded_size"}
+)
+
+# A profile is a preset of switches. Only the switches named here can come from a profile: they
+# default to None ("the profile decides"), so a switch given explicitly beside a profile wins even
+# when its value equals the plain default.
+PROFILE_DEFAULTS: dict[str, bool] = {
+    "documented_keys": False,
+    "list_child_sender": True,
+    "omit_nulls": False,
+    "documented_status": False,
+    "lenient_page_numbers": False,
+}
+PROFILES: dict[str, dict[str, bool]] = {
+    # what this simulator always served: kinder than the vendor's documents
+    "default": {},
+    # every endpoint in the shape of the vendor's example for it (see docs/simulator-profiles.md)
+    "docs": {
+        "documented_keys": True,
+        "list_child_sender": False,
+        "omit_nulls": True,
+        "documented_status": True,
+    },
+    # 1-based pages that answer pageNumber 0 (and negative pages) as page 1
+    "lenient-paging": {"lenient_page_numbers": True},
+}
 
 
 @dataclass
 class SimConfig:
     """All simulator settings. Generation fields are fixed; the rest can change via ``configure``."""
 
+    # preset of switches (PROFILES); switches given beside it override it
+    profile: str = "default"
     # data generation
     seed: int = 7
     conversations: int = 2000
@@ -49,18 +77,33 @@ class SimConfig:
     streams: int = 4
     end: str | datetime = "2024-03-31T00:00:00Z"
     bursts: bool = True
+    # seconds in the history where ``crowded_size`` conversations of one stream all change
+    crowded_seconds: int = 0
+    crowded_size: int = 40
     api_key: str = "demo-key"
     # clock: False freezes it at ``end`` (moved only by ``advance``), for byte-identical replays
     clock_running: bool = True
     # shapes
     quirks: bool = True
     quirks_off: frozenset[str] = field(default_factory=frozenset)
+    # documented shapes (None: the profile decides; see PROFILE_DEFAULTS)
+    documented_keys: bool | None = None  # items carry exactly the keys of the vendor's example
+    list_child_sender: bool | None = None  # list childs carry ``user`` (the sender); Get Object always does
+    omit_nulls: bool | None = None  # JSON null fields, envelope ``data`` included, are left out
+    documented_status: bool | None = None  # envelope status typed as each endpoint's example
+    omit_response_time: bool = False  # envelopes without ``response_time``
     # list endpoint semantics
     window_cap: bool = False
     ignore_time_filter: bool = False
     page_base: int = 1
     inclusive_end: bool = False
     max_page_size: int = 100
+    # a pageNumber below page_base answers as the first page instead of 400
+    lenient_page_numbers: bool | None = None
+    # page n after the first starts n * page_overlap items earlier: consecutive pages share items
+    page_overlap: int = 0
+    # the list endpoint ignores pageNumber and status: always the first page, every status
+    unpageable: bool = False
     # stricter accounts: 400 for a pageSize above max_page_size instead of clamping it, and only
     # these exact timeFilter values accepted (None: any spelling of created/updated/closed)
     strict_page_size: bool = False
@@ -93,7 +136,22 @@ class SimConfig:
 
     def __post_init__(self) -> None:
         self.quirks_off = frozenset(self.quirks_off)
+        preset = PROFILES.get(self.profile)
+        if preset is None:
+            raise ValueError(f"unknown profile {self.profile!r}; known: {sorted(PROFILES)}")
+        for name, default in PROFILE_DEFAULTS.items():
+            if getattr(self, name) is None:
+                setattr(self, name, preset.get(name, default))
         self.validate()
+
+    @classmethod
+    def from_profile(cls, profile: str = "default", **switches: Any) -> SimConfig:
+        """A configuration from a profile's preset, with ``switches`` overriding it.
+
+        ``SimConfig.from_profile("docs", conversations=300, seed=3)`` equals
+        ``SimConfig(profile="docs", conversations=300, seed=3)``; the class method reads better.
+        """
+        return cls(profile=profile, **switches)
 
     @property
     def end_dt(self) -> datetime:
@@ -111,16 +169,23 @@ class SimConfig:
             raise ValueError("page_base must be 0 or 1")
         if self.max_page_size < 1:
             raise ValueError("max_page_size must be >= 1")
+        if not 0 <= self.page_overlap < self.max_page_size:
+            raise ValueError("page_overlap must be >= 0 and below max_page_size")
+        if self.crowded_seconds < 0 or self.crowded_size < 1:
+            raise ValueError("crowded_seconds >= 0 and crowded_size >= 1 are required")
         if self.bad_payload is not None and self.bad_payload not in BAD_PAYLOADS:
             raise ValueError(f"bad_payload must be one of {BAD_PAYLOADS}")
         if self.conversations < 0 or self.days < 1 or self.streams < 1:
             raise ValueError("conversations >= 0, days >= 1 and streams >= 1 are required")
 
     def replace(self, **changes: Any) -> SimConfig:
+        """A copy with ``changes``; a new ``profile`` re-applies its preset to the switches not given."""
         names = {f.name for f in dataclasses.fields(self)}
         unknown = set(changes) - names
         if unknown:
             raise ValueError(f"unknown switches: {sorted(unknown)}")
+        if "profile" in changes:
+            changes = {**{n: None for n in PROFILE_DEFAULTS}, **changes}
         return dataclasses.replace(self, **changes)
 
 

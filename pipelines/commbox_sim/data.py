@@ -156,6 +156,7 @@ class Dataset:
         self._make_objects(rng)
         self._details: OrderedDict[int, Conversation] = OrderedDict()
         self._mutation_round = 0
+        self._make_crowded_seconds()
 
     # ------------------------------------------------------------------ static entities
     def _make_streams(self, rng: Random) -> None:
@@ -589,16 +590,29 @@ class Dataset:
         closures: int = 0,
         reassignments: int = 0,
         reopen: int = 0,
+        bulk: int = 0,
+        bulk_streams: int | None = None,
         backdate_seconds: float = 0,
     ) -> dict[str, list[int]]:
-        """Apply changes at ``now_us - backdate``; every touched object's updatedTime moves with them."""
+        """Apply changes at ``now_us - backdate``; every touched object's updatedTime moves with them.
+
+        ``bulk`` conversations, spread over ``bulk_streams`` streams (default: all), change inside
+        the one second holding ``now_us - backdate`` (see ``bulk_change``).
+        """
         with self.lock:
             self._mutation_round += 1
             rng = Random(mix(self.seed, 6, self._mutation_round))
             t = now_us - int(backdate_seconds * _S)
             touched: dict[str, list[int]] = {
-                k: [] for k in ("new", "messages", "status_changes", "closures", "reassignments", "reopen")
+                k: []
+                for k in ("new", "messages", "status_changes", "closures", "reassignments", "reopen", "bulk")
             }
+            if bulk:
+                n_streams = len(self.streams) if bulk_streams is None else bulk_streams
+                if not 1 <= n_streams <= len(self.streams):
+                    raise ValueError(f"bulk_streams must be between 1 and {len(self.streams)}")
+                streams = sorted(rng.sample(range(len(self.streams)), n_streams))
+                touched["bulk"] = self.bulk_change(rng, t, bulk, streams)
             for _ in range(new):
                 touched["new"].append(self._new_object(rng, t))
             unresolved = [i for i in range(len(self.oid)) if self.status[i] != RESOLVED]
@@ -619,6 +633,52 @@ class Dataset:
                     unresolved[:] = [i for i in unresolved if i not in gone]
             self.version += 1
             return touched
+
+    def bulk_change(self, rng: Random, t: int, count: int, streams: list[int]) -> list[int]:
+        """Change ``count`` conversations of ``streams`` inside the second holding ``t``, at most ``t``.
+
+        What an automation rule or a bulk action does: the kinds of change rotate (status change,
+        closure, reassignment, new message) so the second holds mixed statuses; a conversation
+        already resolved is reopened instead. Only conversations last changed before that second
+        are picked, so every touched updatedTime lands in it. Returns the object ids, fewer than
+        ``count`` when the streams hold too few such conversations.
+        """
+        second = t - t % _S
+        pools = []
+        for k in streams:
+            keys, idx = self.sorted["updated"][k]
+            # last changed at least a millisecond before the second: _apply keeps 1 ms after it
+            eligible = idx[: bisect.bisect_left(keys, second - 1000)]
+            pools.append(rng.sample(eligible, len(eligible)))
+        kinds = ("status_changes", "closures", "reassignments", "messages")
+        touched: list[int] = []
+        n = 0
+        while len(touched) < count and any(pools):
+            pool = pools[n % len(pools)]
+            n += 1
+            if not pool:
+                continue
+            i = pool.pop()
+            kind = "reopen" if self.status[i] == RESOLVED else kinds[len(touched) % len(kinds)]
+            self._apply(i, kind, rng, second + rng.randrange(t - second + 1))
+            touched.append(self.oid[i])
+        return touched
+
+    def _make_crowded_seconds(self) -> None:
+        """Generated history with ``crowded_seconds`` seconds of ``crowded_size`` changes on one stream.
+
+        The seconds fall in the second half of the history (so enough conversations were last
+        changed before them) and each rotates to the next stream.
+        """
+        cfg = self.cfg
+        if not cfg.crowded_seconds:
+            return
+        rng = Random(mix(self.seed, 10))
+        half = self.start_us + (self.end_us - self.start_us) // 2
+        for c in range(cfg.crowded_seconds):
+            t = half + rng.randrange(max(_S, self.end_us - 3600 * _S - half))
+            self.bulk_change(rng, t - t % _S, cfg.crowded_size, [c % len(self.streams)])
+        self.version += 1
 
     def _new_object(self, rng: Random, t: int) -> int:
         k = rng.randrange(len(self.streams))

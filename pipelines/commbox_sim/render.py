@@ -15,6 +15,7 @@ from . import texts
 from .clock import from_us
 from .config import SimConfig
 from .data import AGENT, BOT, CUSTOMER, Conversation, Dataset, Manager, mix
+from .shapes import LIST_ITEM, SINGLE_ITEM, trim
 
 _EMPTY_SPELLINGS = ("null,", "null", "", None)
 
@@ -64,7 +65,11 @@ class Renderer:
         return mix(self.ds.seed, 7, oid)
 
     def drift(self) -> bool:
-        return self.cfg.quirk("key_drift")
+        """Drifted key names (``streamid``, ``closeTime``, ``object_id``, ``Locale``, ``trasncript``).
+
+        The vendor's examples use them, so documented shapes have them whatever the quirk says.
+        """
+        return self.cfg.quirk("key_drift") or bool(self.cfg.documented_keys)
 
     # ------------------------------------------------------------------ content strings
     def object_content(self, i: int, h: int) -> str:
@@ -168,7 +173,8 @@ class Renderer:
             )
             out["firstName"] = ident["firstName"] if ident["firstName"] is not None else self.empty(h)
             out["lastName"] = ident["lastName"] if ident["lastName"] is not None else self.empty(h)
-        out["user"] = user
+        if single or self.cfg.list_child_sender:
+            out["user"] = user
         return out
 
     def childs(self, conv: Conversation, i: int, profile: dict, h: int, *, single: bool) -> Any:
@@ -207,7 +213,9 @@ class Renderer:
         ident = self.customer_identity(i, profile)
         last = conv.childs[-1]
         drift = self.drift()
-        if drift and h % 5 == 0:
+        # Variant B of the vendor's list example documents a social post, not a conversation:
+        # documented shapes serve every conversation as variant A.
+        if drift and h % 5 == 0 and not self.cfg.documented_keys:
             out: dict[str, Any] = {
                 "id": oid,
                 "streamid": s.stream_id,
@@ -276,7 +284,7 @@ class Renderer:
             out["childs"] = self.childs(conv, i, profile, h, single=False)
         if include_activities:
             out["activities"] = self.activities(conv, None)
-        return out
+        return trim(out, LIST_ITEM) if self.cfg.documented_keys else out
 
     def single_object(self, i: int, *, include_childs: bool, include_activities: bool) -> dict[str, Any]:
         """One object as Get Object serves it (``streamid``, ``substreamid``, ``closeTime``, child ``object_id``)."""
@@ -317,13 +325,13 @@ class Renderer:
         }
         if include_childs:
             childs = self.childs(conv, i, profile, h, single=True)
-            if self.cfg.quirk("childs_under_user") and (h >> 8) % 4 == 0:
+            if self.cfg.documented_keys or (self.cfg.quirk("childs_under_user") and (h >> 8) % 4 == 0):
                 out["user"]["childs"] = childs
             else:
                 out["childs"] = childs
         if include_activities:
             out["activities"] = self.activities(conv, None)
-        return out
+        return trim(out, SINGLE_ITEM) if self.cfg.documented_keys else out
 
     def transcript_text(self, conv: Conversation) -> str:
         """``\\n[2/29/2024 12:20:25 PM] \\nBot : \\nhello \\n...`` oldest first, plain text."""

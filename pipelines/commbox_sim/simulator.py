@@ -92,9 +92,17 @@ class Simulator:
         closures: int = 0,
         reassignments: int = 0,
         reopen: int = 0,
+        bulk: int = 0,
+        bulk_streams: int | None = None,
         backdate_seconds: float = 0,
     ) -> dict[str, list[int]]:
-        """Change the account at ``clock.now()`` (minus ``backdate_seconds``); returns touched object ids per kind."""
+        """Change the account at ``clock.now()`` (minus ``backdate_seconds``); returns touched object ids per kind.
+
+        ``bulk=N`` changes N conversations over ``bulk_streams`` streams (default: all) inside one
+        and the same second, with mixed kinds of change (status change, closure, reassignment,
+        new message; reopening when already resolved), as an automation rule would; their ids
+        come back under ``"bulk"``.
+        """
         return self.dataset.mutate(
             self.clock.now_us(),
             new=new,
@@ -103,6 +111,8 @@ class Simulator:
             closures=closures,
             reassignments=reassignments,
             reopen=reopen,
+            bulk=bulk,
+            bulk_streams=bulk_streams,
             backdate_seconds=backdate_seconds,
         )
 
