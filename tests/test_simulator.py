@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import signal
@@ -15,8 +16,8 @@ import pytest
 import requests
 
 from pipelines.commbox_sim import QUIRKS, SimConfig, Simulator
+from pipelines.commbox_sim.config import PROFILES
 
-SPEC_PATH = Path(__file__).resolve().parents[2] / "shared/reference/commbox-openapi.json"
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{7}Z$")
 
 
@@ -60,43 +61,63 @@ def parse_time(value: str) -> datetime:
 
 
 # ---------------------------------------------------------------------- contract
-def _resolve(spec: dict, node: dict) -> dict:
-    while "$ref" in node:
-        target: Any = spec
-        for part in node["$ref"][2:].split("/"):
-            target = target[part]
-        node = target
-    return node
+# Key sets of the vendor's example responses, extracted by tests/contract/extract_vendor_keys.py
+# and committed, so these tests run the same on a clone without the vendor documents.
+VENDOR_KEYS: dict[str, Any] = json.loads(
+    (Path(__file__).resolve().parent / "contract/vendor_keys.json").read_text()
+)["endpoints"]
+# Variant B of the list example documents a social post; no profile serves one in the exact shape.
+UNSERVED_IN_DOCS = {"/streams/{STREAM_ID}/objects": {"data.user.identity"}}
+# What the other profiles carry beyond the examples, on purpose: list childs with their sender
+# (``user``), Get Object's childs beside ``user`` as well as inside it, and the list fields
+# (firstResponseTime...) on Get Object too.
+_CHILD_USER = {
+    "user": {"id", "managerId", "isManager", "identity"},
+    "user.identity": {
+        "id",
+        "streamProviderId",
+        "streamProviderType",
+        "firstName",
+        "lastName",
+        "thumbnailUrl",
+    },
+}
+DEFAULT_EXTRAS: dict[str, dict[str, set[str]]] = {
+    "/streams/{STREAM_ID}/objects": {
+        "data.childs": {"user"},
+        **{f"data.childs.{k}": v for k, v in _CHILD_USER.items()},
+    },
+    "/streams/{STREAM_ID}/objects/{OBJECT_ID}": {
+        "data": {"childs", "firstResponseTime", "lastResponseTime", "priorityTime", "lastAssignedManagerId", "numTags"},
+        "data.user.childs": {"streamProviderId"},
+        "data.childs": {"id", "object_id", "content", "message", "createdTime", "streamProviderId",
+                        "streamProviderType", "user"},
+        **{f"data.childs.{k}": v for k, v in _CHILD_USER.items()},
+    },
+}  # fmt: skip
 
 
-def _missing(spec: dict, schema: dict, values: list[Any], path: str) -> list[str]:
-    """Paths of example keys that no served value carries (union over the sample, per oneOf variant)."""
-    schema = _resolve(spec, schema)
-    if "oneOf" in schema:
-        return [m for variant in schema["oneOf"] for m in _missing(spec, variant, values, path)]
-    if "items" in schema:
-        flat: list[Any] = []
-        for v in values:
-            flat.extend(v if isinstance(v, list) else [v])
-        return _missing(spec, schema["items"], flat, path + "[]")
-    missing = []
-    dicts = [v for v in values if isinstance(v, dict)]
-    for key, sub in schema.get("properties", {}).items():
-        present = [d[key] for d in dicts if key in d]
-        if not present:
-            missing.append(f"{path}.{key}")
-            continue
-        sub = _resolve(spec, sub)
-        if "properties" in sub or "items" in sub or "oneOf" in sub:
-            missing.extend(_missing(spec, sub, present, f"{path}.{key}"))
-    return missing
+def served_dicts(
+    value: Any, path: str = "", out: dict[str, list[dict]] | None = None
+) -> dict[str, list[dict]]:
+    """Every dict in ``value`` by dotted path from the envelope; lists are transparent, as in the fixture."""
+    out = {} if out is None else out
+    if isinstance(value, list):
+        for v in value:
+            served_dicts(v, path, out)
+    elif isinstance(value, dict):
+        out.setdefault(path, []).append(value)
+        for key, v in value.items():
+            served_dicts(v, f"{path}.{key}" if path else key, out)
+    return out
 
 
-@pytest.fixture(scope="module")
-def spec() -> dict:
-    if not SPEC_PATH.exists():
-        pytest.skip(f"vendor spec not found at {SPEC_PATH}")
-    return json.loads(SPEC_PATH.read_text())
+def has_null(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(v is None or has_null(v) for v in value.values())
+    if isinstance(value, list):
+        return any(has_null(v) for v in value)
+    return False
 
 
 def _sample(sim: Simulator, endpoint: str) -> list[dict]:
@@ -156,12 +177,88 @@ CONTRACT_ENDPOINTS = [
 ]
 
 
+def _check_exact(endpoint: str, served: dict[str, list[dict]]) -> None:
+    documented = VENDOR_KEYS[endpoint]["shapes"]
+    assert set(documented) - set(served) == UNSERVED_IN_DOCS.get(endpoint, set())
+    for path, dicts in served.items():
+        assert path in documented, f"{endpoint}: {path!r} is not in the vendor's example"
+        for d in dicts:
+            assert any(set(d) == set(keys) for keys in documented[path]), (endpoint, path, sorted(d))
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
 @pytest.mark.parametrize("endpoint", CONTRACT_ENDPOINTS)
-def test_served_keys_cover_the_vendor_example(sim: Simulator, spec: dict, endpoint: str) -> None:
-    schema = spec["paths"][endpoint]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
-    envelopes = _sample(sim, endpoint)
-    assert all(set(e) == {"status", "description", "response_time", "data"} for e in envelopes)
-    assert _missing(spec, schema, envelopes, "") == []
+def test_served_keys_match_the_vendor_example(sim_factory, profile: str, endpoint: str) -> None:
+    """docs: exactly the example's keys (less the null ones); other profiles: every example key, extras known."""
+    sim = sim_factory(profile=profile)
+    vendor = VENDOR_KEYS[endpoint]
+    if profile == "docs":
+        sim.configure(omit_nulls=False)  # with every null sent, the key sets must be exactly equal
+        _check_exact(endpoint, served_dicts(_sample(sim, endpoint)))
+        sim.configure(omit_nulls=True)
+        envelopes = _sample(sim, endpoint)
+        assert not has_null(envelopes)
+        for path, dicts in served_dicts(envelopes).items():
+            for d in dicts:
+                assert any(set(d) <= set(keys) for keys in vendor["shapes"][path]), (path, sorted(d))
+        statuses = {type(e["status"]).__name__ for e in envelopes}
+        assert statuses == {"int" if vendor["status"] == "number" else "str"}
+        assert all(("data" in e) is (vendor["data"] != "null") for e in envelopes)
+        return
+    served = served_dicts(_sample(sim, endpoint))
+    extras = DEFAULT_EXTRAS.get(endpoint, {})
+    for path, alternatives in vendor["shapes"].items():
+        keys = set().union(*(set(d) for d in served.get(path, [])))
+        for documented in alternatives:
+            assert set(documented) <= keys, (path, sorted(set(documented) - keys))
+    for path, dicts in served.items():
+        documented = set().union(*map(set, vendor["shapes"].get(path, [])))
+        undocumented = set().union(*(set(d) for d in dicts)) - documented
+        assert undocumented <= extras.get(path, set()), (path, sorted(undocumented))
+
+
+def test_the_contract_never_reads_the_vendor_documents() -> None:
+    """The committed fixture stands in for ../shared: nothing here may skip on a clone without it."""
+    needle = "shared" + "/reference"  # spelled apart so that this line does not match itself
+    assert needle not in Path(__file__).read_text()
+    assert set(CONTRACT_ENDPOINTS) == set(VENDOR_KEYS)
+
+
+def test_vendor_key_extractor_reads_examples_by_path(tmp_path: Path) -> None:
+    """The extractor on a two-endpoint spec: oneOf variants, $ref, lists transparent, status type."""
+    from tests.contract import extract_vendor_keys as extractor
+
+    item = {
+        "type": "object",
+        "properties": {"id": {}, "childs": {"type": "array", "items": {"$ref": "#/c/child"}}},
+    }
+    envelope = {"status": {"example": "200"}, "description": {}, "response_time": {}}
+    spec = {
+        "c": {"child": {"type": "object", "properties": {"id": {}, "message": {}}}},
+        "paths": {
+            name: {"get": {"responses": {"200": {"content": {"application/json": {"schema": {"type": "object", "properties": {
+                **envelope,
+                "data": {"type": "array", "items": {"oneOf": [item, {"type": "object", "properties": {"x": {}}}, item]}}
+                if name.startswith("/streams") else {"type": "string", "example": None},
+            }}}}}}}}
+            for name in extractor.READ_ENDPOINTS
+        },
+    }  # fmt: skip
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    out = tmp_path / "keys.json"
+    assert extractor.main([str(tmp_path / "spec.json"), "-o", str(out)]) == 0
+    got = json.loads(out.read_text())["endpoints"]
+    assert got["/streams/{STREAM_ID}/objects"] == {
+        "status": "string",
+        "data": "array",
+        "shapes": {
+            "": [["status", "description", "response_time", "data"]],
+            "data": [["id", "childs"], ["x"]],
+            "data.childs": [["id", "message"]],
+        },
+    }
+    assert got["/core/systemstatus"]["data"] == "null"
+    assert extractor.main([str(tmp_path / "missing.json"), "-o", str(out)]) == 2
 
 
 def test_envelope_status_is_sometimes_a_string_and_response_time_is_the_sim_clock(sim: Simulator) -> None:
@@ -536,6 +633,8 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
             "0",
             "--conversations",
             "100",
+            "--profile",
+            "docs",
             "--ready-file",
             str(ready),
         ],
@@ -548,7 +647,7 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
         url = re.search(r"http://127\.0\.0\.1:\d+", line).group(0)
         assert "demo-key" in line and ready.read_text().strip() == url
         r = requests.get(url + "/core/systemstatus", headers={"Authorization": "Bearer demo-key"}, timeout=10)
-        assert r.status_code == 200
+        assert r.status_code == 200 and "data" not in r.json()  # the docs profile leaves out a null data
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
@@ -566,3 +665,282 @@ def test_small_accounts_serve_every_conversation(sim_factory, conversations: int
     sim = sim_factory(conversations=conversations, seed=3)
     served = sum(len(list_all(sim, s, includeChilds="true", **whole_history(sim))) for s in stream_ids(sim))
     assert served == len(sim.truth.objects())
+
+
+# ---------------------------------------------------------------------- profiles
+def test_a_profile_is_a_preset_that_explicit_switches_override() -> None:
+    plain = SimConfig()
+    assert (plain.profile, plain.documented_keys, plain.list_child_sender, plain.omit_nulls) == (
+        "default",
+        False,
+        True,
+        False,
+    )
+    docs = SimConfig.from_profile("docs", conversations=300, seed=3)
+    assert docs == SimConfig(profile="docs", conversations=300, seed=3)
+    assert (docs.documented_keys, docs.list_child_sender, docs.omit_nulls, docs.documented_status) == (
+        True,
+        False,
+        True,
+        True,
+    )
+    # an explicit switch wins even when it spells the plain default
+    assert SimConfig.from_profile("docs", omit_nulls=False).omit_nulls is False
+    lenient = SimConfig.from_profile("lenient-paging")
+    assert lenient.lenient_page_numbers and lenient.page_base == 1 and not lenient.omit_nulls
+    # a new profile at runtime re-applies its preset; switches given with it still win
+    back = docs.replace(profile="default")
+    assert (back.documented_keys, back.list_child_sender) == (False, True)
+    assert docs.replace(profile="default", omit_nulls=True).omit_nulls is True
+    with pytest.raises(ValueError, match="unknown profile 'strict'"):
+        SimConfig.from_profile("strict")
+
+
+def test_cli_profile_flag_and_overrides() -> None:
+    from pipelines.commbox_sim.cli import build_parser, config_from_args
+
+    def parse(*argv: str) -> SimConfig:
+        return config_from_args(build_parser().parse_args(list(argv)))
+
+    assert parse() == SimConfig()
+    assert parse("--profile", "docs") == SimConfig.from_profile("docs")
+    cfg = parse("--profile", "docs", "--no-omit-nulls", "--list-child-sender", "--omit-response-time")
+    assert (cfg.documented_keys, cfg.omit_nulls, cfg.list_child_sender, cfg.omit_response_time) == (
+        True,
+        False,
+        True,
+        True,
+    )
+    cfg = parse(
+        "--profile", "lenient-paging", "--page-overlap", "5", "--unpageable", "--crowded-seconds", "2"
+    )
+    assert (cfg.lenient_page_numbers, cfg.page_overlap, cfg.unpageable, cfg.crowded_seconds) == (
+        True,
+        5,
+        True,
+        2,
+    )
+
+
+# ---------------------------------------------------------------------- documented shapes
+def test_docs_list_childs_carry_no_sender_and_get_object_keeps_it(sim_factory) -> None:
+    sim = sim_factory(profile="docs")
+    truth = {c["child_id"]: c for c in sim.truth.childs()}
+    listed = [
+        x for s in stream_ids(sim) for x in list_all(sim, s, includeChilds="true", **whole_history(sim))
+    ]
+    childs = [c for x in listed for c in (x["childs"] if isinstance(x["childs"], list) else [x["childs"]])]
+    assert len(childs) == len(truth)
+    assert all(not {"user", "isManager", "managerId"} & set(c) for c in childs)
+    for o in sim.truth.objects()[:60]:
+        data = get(sim, f"/streams/{o['stream_id']}/objects/{o['object_id']}", includeChilds="true").json()[
+            "data"
+        ]
+        served = data[0]["user"]["childs"]
+        for c in served if isinstance(served, list) else [served]:
+            assert c["user"]["isManager"] is truth[c["id"]]["is_manager"]
+            assert (c["user"]["managerId"] or None) == truth[c["id"]]["manager_id"]
+
+
+@pytest.mark.parametrize(
+    ("switches", "sender"),
+    [({}, True), ({"list_child_sender": False}, False), ({"documented_keys": True}, False)],
+)
+def test_list_child_sender_switch_and_documented_keys_each_decide_the_list_child(
+    sim_factory, switches: dict, sender: bool
+) -> None:
+    sim = sim_factory(**switches)
+    items = list_all(sim, stream_ids(sim)[0], includeChilds="true", **whole_history(sim))
+    childs = [c for x in items for c in (x["childs"] if isinstance(x["childs"], list) else [x["childs"]])]
+    assert childs and all(("user" in c) is sender for c in childs)
+
+
+def test_omit_nulls_leaves_out_null_fields_and_a_null_data(sim_factory) -> None:
+    sim = sim_factory(omit_nulls=True)
+    status = get(sim, "/core/systemstatus").json()
+    assert set(status) == {"status", "description", "response_time"}
+    error = get(sim, "/users/1").json()
+    assert error["status"] == 404 and "data" not in error
+    o = sim.truth.objects()[0]
+    payloads = [
+        get(sim, f"/streams/{o['stream_id']}/objects", includeChilds="true", **whole_history(sim)).json(),
+        get(sim, f"/users/{o['user_id']}").json(),
+        get(sim, "/managers").json(),
+    ]
+    assert not has_null(payloads)
+    sim.configure(omit_nulls=False)  # the same account with nulls: they were there to leave out
+    assert get(sim, "/core/systemstatus").json()["data"] is None
+    assert has_null(get(sim, "/managers").json())
+
+
+def test_omit_response_time_and_documented_status(sim_factory) -> None:
+    sim = sim_factory(omit_response_time=True, documented_status=True)
+    o = sim.truth.objects()[0]
+    envelopes = {
+        p: get(sim, p).json() for p in ("/managers", "/core/systemstatus", "/stats/streams", "/users/1")
+    }
+    envelopes["activities"] = get(sim, f"/objects/{o['object_id']}/activities").json()
+    assert all("response_time" not in e for e in envelopes.values())
+    assert envelopes.pop("activities")["status"] == "200"
+    assert {type(e["status"]) for e in envelopes.values()} == {int}
+
+
+def test_a_shape_switch_at_runtime_is_served_at_once_both_ways(sim_factory) -> None:
+    """List pages come from the render cache; a cached page must never outlive its shape."""
+    sim = sim_factory(quirks=False, clock_running=False)
+    path, params = f"/streams/{stream_ids(sim)[0]}/objects", {"includeChilds": "true", **whole_history(sim)}
+    before = get(sim, path, **params).content
+    sim.configure(profile="docs")
+    docs = get(sim, path, **params).json()["data"]
+    assert all("user" not in c for x in docs for c in x["childs"]) and not has_null(docs)
+    sim.configure(profile="default")
+    assert get(sim, path, **params).content == before
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_served_objects_and_childs_match_the_truth_in_every_profile(sim_factory, profile: str) -> None:
+    sim = sim_factory(profile=profile, crowded_seconds=1)
+    truth = {o["object_id"]: o for o in sim.truth.objects()}
+    by_object: dict[int, list[dict]] = {}
+    for c in sim.truth.childs():
+        by_object.setdefault(c["object_id"], []).append(c)
+    served = [
+        x for s in stream_ids(sim) for x in list_all(sim, s, includeChilds="true", **whole_history(sim))
+    ]
+    assert sorted(oid(x) for x in served) == sorted(truth)
+    for x in served:
+        t = truth[oid(x)]
+        assert parse_time(x["updatedTime"]) == t["updated_at"] and x["statusId"] == t["status_id"]
+        closed = x.get("closedTime")
+        assert (parse_time(closed) if closed not in (None, "", "null", "null,") else None) == t["closed_at"]
+        first = x.get("firstResponseTime")
+        assert (parse_time(first) if first not in (None, "", "null", "null,") else None) == t[
+            "first_response_at"
+        ]
+        childs = x["childs"] if isinstance(x["childs"], list) else [x["childs"]]
+        expected = sorted(by_object[oid(x)], key=lambda c: c["created_at"], reverse=True)
+        assert [c["id"] for c in childs] == [c["child_id"] for c in expected]
+
+
+# ---------------------------------------------------------------------- lenient, overlapping and unpageable lists
+def page(sim: Simulator, s: int, number: int | None, **params: Any) -> list[int]:
+    if number is not None:
+        params["pageNumber"] = number
+    r = get(sim, f"/streams/{s}/objects", pageSize=20, **whole_history(sim), **params)
+    assert r.status_code == 200, r.text
+    return [oid(x) for x in r.json()["data"]]
+
+
+def test_lenient_paging_answers_page_zero_and_below_as_page_one(sim_factory) -> None:
+    sim = sim_factory(profile="lenient-paging")
+    s = stream_ids(sim)[0]
+    first = page(sim, s, 1)
+    assert page(sim, s, 0) == first and page(sim, s, -3) == first and page(sim, s, None) == first
+    assert page(sim, s, 2) and not set(page(sim, s, 2)) & set(first)
+    assert get(sim, f"/streams/{s}/objects", pageNumber=0, **whole_history(sim)).status_code == 200
+    strict = sim_factory()
+    assert get(strict, f"/streams/{s}/objects", pageNumber=0, **whole_history(strict)).status_code == 400
+
+
+@pytest.mark.parametrize("page_base", [0, 1])
+def test_page_overlap_makes_consecutive_pages_share_items(sim_factory, page_base: int) -> None:
+    sim = sim_factory(page_base=page_base, page_overlap=5)
+    s = stream_ids(sim)[0]
+    expected = [oid(x) for x in list_all(sim_factory(page_base=page_base), s, **whole_history(sim))]
+    pages = []
+    n = page_base
+    while got := page(sim, s, n):
+        pages.append(got)
+        n += 1
+    assert all(a[-5:][: len(b)] == b[:5] for a, b in itertools.pairwise(pages))
+    assert len(pages) >= 3
+    assert list(dict.fromkeys(i for p in pages for i in p)) == expected
+
+
+def test_unpageable_list_ignores_page_number_and_status_but_sorts(sim_factory) -> None:
+    sim = sim_factory(unpageable=True)
+    s = stream_ids(sim)[0]
+    first = page(sim, s, 1)
+    assert page(sim, s, 2) == first and page(sim, s, 7) == first
+    assert page(sim, s, 1, status="2") == first  # every status, whatever is asked
+    assert {o["status_id"] for o in sim.truth.objects() if o["object_id"] in first} != {2}
+    oldest = page(sim, s, 1, sort="asc")
+    created = {o["object_id"]: o["created_at"] for o in sim.truth.objects()}
+    assert not set(oldest) & set(first)
+    assert max(created[i] for i in oldest) < min(created[i] for i in first)
+
+
+# ---------------------------------------------------------------------- bulk changes and crowded seconds
+def _one_second(stamp: datetime) -> datetime:
+    return stamp.replace(microsecond=0)
+
+
+def test_bulk_change_lands_in_one_second_with_mixed_changes_and_exact_truth(sim_factory) -> None:
+    sim = sim_factory(clock_running=False)
+    sim.clock.advance(600)
+    before = {o["object_id"]: o for o in sim.truth.objects()}
+    acts_before = len(sim.truth.activities())
+    touched = sim.mutate(bulk=60, bulk_streams=2, backdate_seconds=30)
+    ids = touched["bulk"]
+    assert len(ids) == len(set(ids)) == 60
+    assert all(not v for k, v in touched.items() if k != "bulk")
+    truth = {o["object_id"]: o for o in sim.truth.objects()}
+    second = _one_second(sim.clock.now() - timedelta(seconds=30))
+    assert {_one_second(truth[i]["updated_at"]) for i in ids} == {second}
+    assert len({truth[i]["stream_id"] for i in ids}) == 2
+    assert len({truth[i]["status_id"] for i in ids}) >= 3  # mixed: open, in process, pending, resolved
+    assert any(truth[i]["status_id"] == 2 and truth[i]["closed_at"] for i in ids)
+    assert any(truth[i]["assigned_manager_id"] != before[i]["assigned_manager_id"] for i in ids)
+    assert any(truth[i]["num_childs"] > before[i]["num_childs"] for i in ids)
+    assert len(sim.truth.activities()) > acts_before
+    # nothing else moved, and the API agrees: the second holds exactly these conversations
+    assert all(truth[i] == before[i] for i in before if i not in set(ids))
+    lo = int(second.timestamp())
+    served = {
+        oid(x)
+        for s in stream_ids(sim)
+        for x in list_all(sim, s, unixStartTime=lo, unixEndTime=lo + 1, timeFilter="updated", pageSize=25)
+    }
+    assert served == set(ids)
+    # the senders of the new messages, as Get Object serves them, are the truth's
+    childs = {c["child_id"]: c for c in sim.truth.childs()}
+    for i in ids[:20]:
+        data = get(sim, f"/streams/{truth[i]['stream_id']}/objects/{i}", includeChilds="true").json()["data"][
+            0
+        ]
+        served_childs = data.get("childs", data["user"].get("childs"))
+        for c in served_childs if isinstance(served_childs, list) else [served_childs]:
+            assert c["user"]["isManager"] is childs[c["id"]]["is_manager"]
+            assert (c["user"]["managerId"] or None) == childs[c["id"]]["manager_id"]
+
+
+def test_bulk_spreads_over_every_stream_by_default_and_refuses_a_bad_count(sim_factory) -> None:
+    sim = sim_factory(clock_running=False)
+    ids = sim.mutate(bulk=40)["bulk"]
+    truth = {o["object_id"]: o for o in sim.truth.objects()}
+    assert len(ids) == 40 and {truth[i]["stream_id"] for i in ids} == set(stream_ids(sim))
+    assert len({_one_second(truth[i]["updated_at"]) for i in ids}) == 1
+    with pytest.raises(ValueError, match="bulk_streams"):
+        sim.mutate(bulk=5, bulk_streams=9)
+    r = requests.post(sim.base_url + "/_sim/mutate", json={"bulk": 10, "bulk_streams": 1}, timeout=10)
+    assert len(r.json()["bulk"]) == 10
+
+
+def _crowded(sim: Simulator) -> dict[tuple[datetime, int], int]:
+    counts: dict[tuple[datetime, int], int] = {}
+    for o in sim.truth.objects():
+        key = (_one_second(o["updated_at"]), o["stream_id"])
+        counts[key] = counts.get(key, 0) + 1
+    return {k: n for k, n in counts.items() if n >= 10}
+
+
+def test_generated_history_has_crowded_seconds_only_when_asked(sim_factory) -> None:
+    assert _crowded(sim_factory(conversations=1500)) == {}
+    sim = sim_factory(conversations=1500, crowded_seconds=3, crowded_size=40)
+    crowded = _crowded(sim)
+    assert sorted(crowded.values()) == [40, 40, 40]
+    assert len({stream for _, stream in crowded}) == 3  # each on its own stream, rotating
+    (second, stream), _n = next(iter(crowded.items()))
+    lo = int(second.timestamp())
+    served = list_all(sim, stream, unixStartTime=lo, unixEndTime=lo + 1, timeFilter="updated", pageSize=15)
+    assert len(served) == 40 and len({x["statusId"] for x in served}) >= 2

@@ -1,0 +1,1 @@
+"""Vendor contract fixtures: the key sets of the vendor's example responses and their extractor."""
