@@ -944,3 +944,45 @@ def test_generated_history_has_crowded_seconds_only_when_asked(sim_factory) -> N
     lo = int(second.timestamp())
     served = list_all(sim, stream, unixStartTime=lo, unixEndTime=lo + 1, timeFilter="updated", pageSize=15)
     assert len(served) == 40 and len({x["statusId"] for x in served}) >= 2
+
+
+# ---------------------------------------------------------------------- the profiles page
+PROFILES_PAGE = Path(__file__).resolve().parents[1] / "docs/simulator-profiles.md"
+
+
+def test_profiles_page_commands_flags_switches_and_code_all_work() -> None:
+    import dataclasses
+    import shlex
+
+    from pipelines.commbox_sim.cli import build_parser, config_from_args
+
+    text = PROFILES_PAGE.read_text()
+    parser = build_parser()
+    commands = [
+        line
+        for block in re.findall(r"```sh\n(.*?)```", text, re.DOTALL)
+        for line in block.splitlines()
+        if line.strip()
+    ]
+    assert commands
+    for line in commands:
+        prefix = next(
+            p for p in ("python -m pipelines.commbox_sim", "commbox-etl simulate") if line.startswith(p)
+        )
+        config_from_args(parser.parse_args(shlex.split(line[len(prefix) :])))
+    flags = {s for action in parser._actions for s in action.option_strings}
+    assert set(re.findall(r"(--[a-z][a-z0-9-]+)", text)) <= flags
+    fields = {f.name for f in dataclasses.fields(SimConfig)}
+    switches = text[text.index("## Switches") : text.index("## Bulk")]
+    shown = set(re.findall(r"^\| `([a-z_]+)` \|", switches, re.MULTILINE))
+    new = {
+        "profile", "documented_keys", "list_child_sender", "omit_nulls", "documented_status",
+        "omit_response_time", "lenient_page_numbers", "page_overlap", "unpageable",
+        "crowded_seconds", "crowded_size",
+    }  # fmt: skip
+    assert shown <= fields and new <= shown
+    assert {p for p in PROFILES} <= set(re.findall(r"^\| `([a-z-]+)` \|", text, re.MULTILINE))
+    namespace: dict[str, Any] = {}
+    for block in re.findall(r"```python\n(.*?)```", text, re.DOTALL):
+        exec(block, namespace)  # the page's own examples, run as written
+    assert len(namespace["touched"]["bulk"]) == 150
