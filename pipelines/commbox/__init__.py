@@ -13,6 +13,7 @@ Tables (dataset `commbox_raw` by default), all with write disposition `merge`:
 | managers | manager_id | agents, admins and bots |
 | streams | stream_id | the channels read, with their open counts, SLA exception counts and availability |
 | bad_records | record_id | payload items that could not be keyed, kept raw rather than dropped |
+| holes | hole_id | seconds the API could not list whole: open until a later run reads them whole |
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ from .normalise import (
     transcript_row,
 )
 from .pii import Pseudonymiser, no_scrub
+from .senders import apply_senders, disagrees_with_first_response, fetch_senders, needs_sender
 from .settings import (
-    DEFAULT_ACTIVITY_TYPES,
     DEFAULT_BASE_URL,
     DEFAULT_CREATED_MODE_REREAD_DAYS,
     DEFAULT_LOOKBACK_SECONDS,
@@ -96,6 +97,8 @@ class RunContext:
         self._stream_ids: tuple[int, ...] | None = None
         self._stats_rows: list[dict[str, Any]] | None = None
         self._pool: ThreadPoolExecutor | None = None
+        # Seconds that could not be read whole, per stream: the run loads the rest and fails after.
+        self.holes: dict[int, list[tuple[int, int]]] = {}
         # Customer data is pseudonymised here, on the raw items, when the source is so configured.
         self.scrub: Callable[[Any], Any] = no_scrub
 
@@ -213,7 +216,30 @@ def _conversations(context: RunContext) -> Iterator[TDataItem]:
             context.progress.setdefault(stream_id, {}),
             scrub=context.scrub,
         )
-        yield from walker.walk()
+        for batch in walker.walk():
+            _fill_senders(batch, context)
+            yield batch
+        if walker.open_holes:
+            context.holes[stream_id] = walker.open_holes
+
+
+def _fill_senders(batch: list[dict[str, Any]], context: RunContext) -> None:
+    """Give every message of the batch its side (see `senders.py`): conversations whose listed
+    messages carry no sender are looked up with Get Object, on the run's pool."""
+    lacking = [bundle for bundle in batch if "object" in bundle and needs_sender(bundle)]
+    if lacking:
+        refs = [
+            {"object_id": bundle["object"]["object_id"], "stream_id": bundle["object"]["stream_id"]}
+            for bundle in lacking
+        ]
+        found = context.fan_out(
+            lambda ref, ctx: fetch_senders(ctx.client, ref, ctx.warnings, ctx.scrub), refs
+        )
+        for bundle, senders in zip(lacking, found, strict=True):
+            apply_senders(bundle, senders, context.warnings)
+    for bundle in batch:
+        if "object" in bundle and disagrees_with_first_response(bundle):
+            context.warnings["childs: first agent message differs from firstResponseTime"] += 1
 
 
 def _compact(row: dict[str, Any], table: str) -> dict[str, Any]:
@@ -241,6 +267,10 @@ def _user_identities(bundles: TDataItem) -> TDataItem:
 
 def _bad_records(bundles: TDataItem) -> TDataItem:
     return [bundle["bad"] for bundle in bundles if "bad" in bundle]
+
+
+def _holes(bundles: TDataItem) -> TDataItem:
+    return [bundle["hole"] for bundle in bundles if "hole" in bundle]
 
 
 def _refs(bundles: TDataItem) -> TDataItem:
@@ -282,7 +312,7 @@ def _activities_of(ref: TDataItem, context: RunContext) -> list[dict[str, Any]]:
         except NotFound:
             context.warnings["activities: 404 for a listed conversation, skipped"] += 1
             continue
-        items = as_list(data)
+        items = context.scrub(as_list(data))
         for row in activity_rows(items, ref["object_id"], ref["stream_id"], activity_type, context.warnings):
             # Accounts that ignore activityType send every type each time: keep the one asked for.
             if row["activity_type"] == activity_type:
@@ -392,7 +422,7 @@ def commbox_source(
     safety_margin_seconds: int = DEFAULT_SAFETY_MARGIN_SECONDS,
     page_size: int = MAX_PAGE_SIZE,
     include_transcripts: bool = True,
-    activity_types: Any = tuple(int(t) for t in DEFAULT_ACTIVITY_TYPES),
+    activity_types: Any = None,
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     max_requests_per_second: float = DEFAULT_MAX_REQUESTS_PER_SECOND,
     max_retry_wait_seconds: float = DEFAULT_MAX_RETRY_WAIT_SECONDS,
@@ -455,6 +485,7 @@ def commbox_source(
         _transformer(
             _bad_records, "bad_records", conversations, primary_key="record_id", write_disposition=MERGE
         ),
+        _transformer(_holes, "holes", conversations, primary_key="hole_id", write_disposition=MERGE),
         refs,
         _resource(_managers, "managers", primary_key="manager_id", write_disposition=MERGE)(context),
         _resource(_streams, "streams", primary_key="stream_id", write_disposition=MERGE)(context),

@@ -13,6 +13,7 @@ DUCKDB_MEMORY_LIMIT = "256MB"
 # Endpoints, as in the vendor's OpenAPI description (read side only).
 SYSTEM_STATUS = "/core/systemstatus"
 STREAM_OBJECTS = "/streams/{stream_id}/objects"
+STREAM_OBJECT = "/streams/{stream_id}/objects/{object_id}"
 OBJECT_TRANSCRIPT = "/streams/{stream_id}/objects/{object_id}/transcript"
 OBJECT_ACTIVITIES = "/objects/{object_id}/activities"
 MANAGERS = "/managers"

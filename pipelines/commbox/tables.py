@@ -20,6 +20,20 @@ def _columns(**types: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 TABLE_COLUMNS: dict[str, dict[str, dict[str, Any]]] = {
+    "holes": _columns(
+        hole_id=TEXT,
+        stream_id=BIGINT,
+        window_start=BIGINT,
+        window_end=BIGINT,
+        start_at=TS,
+        mode=TEXT,
+        is_open=BOOL,
+        is_backfill=BOOL,
+        first_seen_at=TS,
+        last_tried_at=TS,
+        filled_at=TS,
+        tries=BIGINT,
+    ),
     "objects": _columns(
         object_id=BIGINT,
         stream_id=BIGINT,

@@ -50,6 +50,10 @@ class StreamWalker:
         self.progress = progress
         self.stream_id = reader.stream_id
         self.seen: dict[str, list[Any]] = dict(state.get("seen", {})) if state else {}
+        self.holes: dict[str, dict[str, Any]] = (
+            {str(start): dict(hole) for start, hole in (state.get("holes") or {}).items()} if state else {}
+        )
+        self.open_holes: list[tuple[int, int]] = []
 
     def _initial_mode(self) -> str:
         configured = self.settings.time_filter_mode
@@ -78,12 +82,16 @@ class StreamWalker:
         mode = self._initial_mode()
         start, end = self._range(mode)
         self.progress.update(mode=mode, start=start, end=end, windows=0, conversations=0)
+        yield from self._reread_holes()
         if end <= start:
             logger.info(
                 "stream %s: nothing to read (cursor %s is ahead of now minus the safety margin)",
                 self.stream_id,
                 _iso(start + self._horizon(mode)),
             )
+            if self.state is not None:
+                self.state["holes"] = self.holes
+            self.open_holes = [(int(key), int(hole["end"])) for key, hole in self.holes.items()]
             return
         try:
             yield from self._walk_range(start, end, mode)
@@ -100,6 +108,64 @@ class StreamWalker:
             yield from self._walk_range(restart, end, mode)
         if self.state is not None:
             self._commit(end, mode)
+        self.open_holes = [(int(start), hole["end"]) for start, hole in self.holes.items()]
+
+    def _reread_holes(self) -> Iterator[list[dict[str, Any]]]:
+        """Read each recorded hole again; a hole that now reads whole is closed (and its
+        conversations loaded), one that does not stays open with its tries counted."""
+        for key, hole in sorted(self.holes.items()):
+            start, end, mode = int(key), int(hole["end"]), hole.get("mode", MODE_UPDATED)
+            self.reader.holes.clear()
+            items = self.reader.read(start, end, mode)
+            batch = list(self._changed(items, mode))
+            hole["tries"] = int(hole.get("tries", 1)) + 1
+            if self.reader.holes:
+                hole["last_tried_at"] = _iso(self.now_epoch)
+                self.warnings["objects: a hole still cannot be read whole"] += 1
+            else:
+                logger.info("stream %s: the hole at %s now reads whole; filled", self.stream_id, _iso(start))
+                self.holes.pop(key)
+                hole["filled_at"] = _iso(self.now_epoch)
+            batch.append({"hole": self._hole_row(start, hole, is_open=bool(self.reader.holes))})
+            self.reader.holes.clear()
+            yield batch
+
+    def _record_holes(self, mode: str) -> list[dict[str, Any]]:
+        """Turn the seconds the reader could not read whole into holes: state and table rows."""
+        rows = []
+        for start, end in self.reader.holes:
+            hole = self.holes.setdefault(
+                str(start), {"end": end, "mode": mode, "first_seen_at": _iso(self.now_epoch), "tries": 0}
+            )
+            hole["tries"] = int(hole.get("tries", 0)) + 1
+            hole["last_tried_at"] = _iso(self.now_epoch)
+            logger.error(
+                "stream %s: the second %s (%s) could not be read whole; loading everything else and "
+                "re-reading it on every run",
+                self.stream_id,
+                _iso(start),
+                start,
+            )
+            self.warnings["objects: a second could not be read whole (hole recorded)"] += 1
+            rows.append({"hole": self._hole_row(start, hole, is_open=True)})
+        self.reader.holes.clear()
+        return rows
+
+    def _hole_row(self, start: int, hole: dict[str, Any], *, is_open: bool) -> dict[str, Any]:
+        return {
+            "hole_id": f"{self.stream_id}:{start}",
+            "stream_id": self.stream_id,
+            "window_start": start,
+            "window_end": int(hole["end"]),
+            "start_at": datetime.fromtimestamp(start, tz=UTC),
+            "mode": hole.get("mode", MODE_UPDATED),
+            "is_open": is_open,
+            "is_backfill": self.settings.backfill,
+            "first_seen_at": hole.get("first_seen_at"),
+            "last_tried_at": hole.get("last_tried_at"),
+            "filled_at": hole.get("filled_at"),
+            "tries": int(hole.get("tries", 1)),
+        }
 
     def _walk_range(self, start: int, end: int, mode: str) -> Iterator[list[dict[str, Any]]]:
         window = self.settings.window_seconds
@@ -113,6 +179,8 @@ class StreamWalker:
                     raise _TimeFilterIgnored()
                 self.warnings["objects: came back outside the updatedTime window"] += 1
             batch = list(self._changed(items, mode))
+            if self.reader.holes:
+                batch.extend(self._record_holes(mode))
             if batch:
                 # One batch per window: the fan-out runs per batch on a pool, not per conversation.
                 yield batch
@@ -179,6 +247,7 @@ class StreamWalker:
         self.state["cursor_at"] = _iso(cursor)
         self.state["mode"] = mode
         self.state["seen"] = {key: value for key, value in self.seen.items() if value[1] >= horizon}
+        self.state["holes"] = self.holes
 
 
 def _iso(epoch: int) -> str:

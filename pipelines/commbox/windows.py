@@ -41,6 +41,24 @@ LIST_READ_ATTEMPTS = 3
 FUTURE_TOLERANCE_SECONDS = 86400
 
 
+@dataclass
+class _Paging:
+    """What paging through one listing showed: pages read, whether a later page brought
+    conversations the first did not (`moved`) and whether the listing ended (`ended`)."""
+
+    pages: int = 0
+    moved: bool = False
+    ended: bool = False
+
+
+# The other `order` values the list endpoint documents, per window mode: each lists the second in a
+# different sequence, so a capped listing shows different conversations at its two ends.
+_OTHER_ORDERS = {
+    MODE_UPDATED: ("createdtime", "closedtime", "prioritytime"),
+    MODE_CREATED: ("updatedtime", "closedtime", "prioritytime"),
+}
+
+
 class IncompleteWindow(ApiError):
     """A window that could not be shown complete: the run stops and the stored state stays put."""
 
@@ -143,6 +161,8 @@ class WindowReader:
         self.caps = caps
         self.warnings = warnings
         self.requests = 0
+        # Seconds that could not be read whole, as (start, end): the walker records them as holes.
+        self.holes: list[tuple[int, int]] = []
 
     def read(self, start: int, end: int, mode: str) -> list[Any]:
         """Every object of the stream whose `mode` time lies in [start, end], each id once.
@@ -166,91 +186,156 @@ class WindowReader:
             self._read_into(middle, end, mode, seen, unkeyed)
             self.caps.record_split(len(items), len(seen) - before)
             return
-        self._keep(items, seen, unkeyed)
-        self._read_full_second(start, end, mode, seen, unkeyed, len(items))
+        found: dict[Any, Any] = {}
+        self._keep(items, found, unkeyed)
+        if not self._read_crowded_second(start, end, mode, found, unkeyed, len(items)):
+            self.holes.append((start, end))
+        for key, item in found.items():
+            self._keep_one(key, item, seen)
 
-    def _keep(self, items: list[Any], seen: dict[Any, Any], unkeyed: list[Any]) -> None:
+    def _key(self, item: Any) -> Any:
+        key = object_id_of(item)
+        if key is None or isinstance(key, (dict, list)):
+            return None
+        return str(key).strip().rstrip(",")
+
+    def _keep(self, items: list[Any], seen: dict[Any, Any], unkeyed: list[Any]) -> int:
+        """Add `items` to `seen` by id (the newest version of a conversation listed twice wins); return
+        how many ids were new."""
+        new = 0
         for item in items:
-            key = object_id_of(item)
-            if key is None or isinstance(key, (dict, list)):
+            key = self._key(item)
+            if key is None:
                 unkeyed.append(item)
                 continue
-            key = str(key).strip().rstrip(",")
-            previous = seen.get(key)
-            if previous is not None:
-                self.warnings["objects: same conversation listed twice, kept the newest"] += 1
-                if (updated_epoch(item) or 0) < (updated_epoch(previous) or 0):
-                    continue
-            seen[key] = item
+            new += key not in seen
+            self._keep_one(key, item, seen)
+        return new
 
-    def _read_full_second(
+    def _keep_one(self, key: Any, item: Any, seen: dict[Any, Any]) -> None:
+        previous = seen.get(key)
+        if previous is not None:
+            if previous is item:
+                return
+            if (updated_epoch(item) or 0) < (updated_epoch(previous) or 0):
+                return
+        seen[key] = item
+
+    def _page_through(
+        self, start: int, end: int, mode: str, found: dict[Any, Any], unkeyed: list[Any], **extra: Any
+    ) -> _Paging:
+        """Ask page after page of one listing of the second, adding what comes to `found`.
+
+        The docs do not say whether pages start at 0 or 1, and some accounts answer page 0 (or any
+        page below the first) as the first page: asking 0 first costs one request (a 400 or a repeat)
+        and repeats are dropped by id, so neither reading matters. Paging ends on an empty page or a
+        page shorter than the fullest one (the end of the listing), or when pages stop bringing
+        anything new (an account that ignores `pageNumber` answers the same page every time).
+        """
+        paging = _Paging()
+        fullest = 0
+        stale = 0
+        for page in range(0, MAX_PAGES_PER_SECOND):
+            try:
+                items = self._list(start, end, mode, pageNumber=page, **extra)
+            except BadRequest as error:
+                if page == 0:
+                    logger.debug("stream %s: pageNumber=0 refused (%s)", self.stream_id, error)
+                    continue
+                logger.info("stream %s: pageNumber=%s refused (%s)", self.stream_id, page, error)
+                return paging
+            if page == 0 and not items:
+                continue  # a 1-based account may answer page 0 with nothing: not the end
+            new = self._keep(items, found, unkeyed)
+            paging.pages += 1
+            if not items or len(items) < fullest:
+                # An empty or short page: the listing moved past its first page and ended here.
+                paging.moved = paging.ended = True
+                return paging
+            paging.moved = paging.moved or new > 0
+            fullest = max(fullest, len(items))
+            stale = 0 if new else stale + 1
+            # Pages 0 and 1 may both be the first page (lenient 1-based accounts): only a third
+            # page in a row with nothing new shows that pageNumber is ignored.
+            if stale >= 3:
+                return paging
+        return paging
+
+    def _read_crowded_second(
         self,
         start: int,
         end: int,
         mode: str,
-        seen: dict[Any, Any],
+        found: dict[Any, Any],
         unkeyed: list[Any],
         first_count: int,
-    ) -> None:
-        """Page through one second that holds a full page; then partition it by status to check."""
-        logger.warning(
-            "stream %s: the second %s alone holds a full page (%s objects); paging through it",
+    ) -> bool:
+        """Read one second that holds as many conversations as an answer gives, with every lever the
+        API documents; return whether it was read whole.
+
+        1. Page through it (`pageNumber`, whatever the first page's number). If paging moves and
+           ends, and the reverse listing (`sort=desc`) brings nothing new, the second is whole: an
+           account that caps a window serves its reverse end too, and that would show.
+        2. If the reverse listing shows conversations paging missed, paging is capped: the reverse
+           listing and the other orders are paged for what they hold, then the second is
+           partitioned by `status`; it is whole if every part came back smaller than what the
+           capped listing gave.
+        3. A first answer below the requested `pageSize` that no lever adds to is whole: a count
+           below the page size is not, by itself, evidence of a cap.
+        Otherwise the second is a hole: what was found is kept, and the caller records the hole.
+        """
+        logger.info(
+            "stream %s: the second %s holds %s conversations in one answer; paging through it",
             self.stream_id,
             start,
             first_count,
         )
-        self.warnings["objects: single second held a full page, paged through"] += 1
-        before = len(seen)
-        stale = 0
-        complete = False
-        # A short page proves the end only once paging has shown it works here (a later page brought
-        # new conversations): an account that caps a window answers later pages with nothing too.
-        paging_works = False
-        # The first page is 0 on some accounts and 1 on others; asking both costs one request and
-        # duplicates are dropped by id, so it does not matter which.
-        for page in range(0, MAX_PAGES_PER_SECOND):
-            try:
-                items = self._list(start, end, mode, pageNumber=page)
-            except ApiError as error:
-                if page == 0:
-                    logger.debug("stream %s: pageNumber=0 refused (%s)", self.stream_id, error)
-                    continue
-                raise
-            new = sum(1 for item in items if str(object_id_of(item)).strip().rstrip(",") not in seen)
-            self._keep(items, seen, unkeyed)
-            paging_works = paging_works or new > 0
-            if len(items) < min(first_count, self.page_size) and page >= 1:
-                complete = paging_works
-                break
-            stale = 0 if new else stale + 1
-            if stale >= 2:
-                break
-        after_paging = len(seen)
-        by_status = self._read_by_status(start, end, mode, seen, unkeyed)
-        if len(seen) > after_paging:
-            # The status partition found conversations the pages did not show: paging is not to be
-            # trusted here, only a partition whose every part came back below the cap is.
-            complete = by_status
-        if not (complete or by_status):
-            raise IncompleteWindow(
-                f"stream {self.stream_id}: more than {first_count} conversations in the second "
-                f"{start} and the API neither pages nor filters them further; refusing to truncate"
-            )
-        logger.info(
-            "stream %s: second %s read completely: %s objects", self.stream_id, start, len(seen) - before
-        )
+        self.warnings["objects: crowded second, paged through"] += 1
+        first_ids = set(found)
+        paging = self._page_through(start, end, mode, found, unkeyed)
+        listed = set(found)
+        if self.caps.ordered:
+            self._page_through(start, end, mode, found, unkeyed, sort="desc")
+            if len(found) > len(listed):
+                # The reverse end shows conversations paging missed: page the other orders too.
+                logger.warning(
+                    "stream %s: the second %s paged forwards gave %s conversations, backwards %s more: "
+                    "the account caps what one listing pages through",
+                    self.stream_id,
+                    start,
+                    len(listed),
+                    len(found) - len(listed),
+                )
+                for order in _OTHER_ORDERS[mode]:
+                    for sort in ("asc", "desc"):
+                        self._page_through(start, end, mode, found, unkeyed, order=order, sort=sort)
+                return self._partition_by_status(start, end, mode, found, unkeyed, len(listed))
+        if paging.moved and paging.ended:
+            return True
+        if set(found) == first_ids and first_count < self.page_size:
+            return True
+        return self._partition_by_status(start, end, mode, found, unkeyed, first_count)
 
-    def _read_by_status(
-        self, start: int, end: int, mode: str, seen: dict[Any, Any], unkeyed: list[Any]
+    def _partition_by_status(
+        self,
+        start: int,
+        end: int,
+        mode: str,
+        found: dict[Any, Any],
+        unkeyed: list[Any],
+        capped: int,
     ) -> bool:
-        """Partition the second by status; True if every part came back below the cap."""
-        all_below = True
+        """Partition the second by status, each part paged; True if every part is shown whole: its
+        listing ended and it held fewer than `capped`, the most one capped listing gave."""
+        whole = True
         for status in ObjectStatus:
-            items = self._list(start, end, mode, status=str(int(status)))
-            self._keep(items, seen, unkeyed)
-            if len(items) >= min(self.page_size, max(self.caps.largest, MIN_SUSPECT_COUNT)):
-                all_below = False
-        return all_below
+            part: dict[Any, Any] = {}
+            paging = self._page_through(start, end, mode, part, unkeyed, status=str(int(status)))
+            for key, item in part.items():
+                self._keep_one(key, item, found)
+            if not (len(part) < capped and (paging.ended or len(part) < self.page_size)):
+                whole = False
+        return whole
 
     @property
     def page_size(self) -> int:
