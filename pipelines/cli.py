@@ -19,6 +19,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
 EXIT_LOCKED = 3
+EXIT_HOLES = 4
 DEMO_KEY = "demo-key"
 
 log = logging.getLogger("commbox")
@@ -116,6 +117,9 @@ def _run(args: argparse.Namespace) -> int:
     )
     summary = run_pipeline(pipeline, backfill=backfill, stream_ids=streams, build_views=not args.no_views)
     print(summary.line(), flush=True)
+    if summary.holes:
+        print(f"commbox-etl: incomplete: {summary.holes_line()}", file=sys.stderr)
+        return EXIT_HOLES
     return 0
 
 

@@ -151,3 +151,17 @@ def test_bad_payload_rate_is_seeded(sim_factory) -> None:
         sim = sim_factory(bad_payload="data_null", bad_payload_rate=0.5, fault_seed=4)
         runs.append([fetch(list_url(sim)).json()["data"] is None for _ in range(20)])
     assert runs[0] == runs[1] and 0 < sum(runs[0]) < 20
+
+
+@pytest.mark.parametrize("profile", ["default", "docs"])
+def test_fault_and_throttle_envelopes_follow_the_profile_shape(sim_factory, profile: str) -> None:
+    """An account that leaves out null fields leaves out the null ``data`` of its errors too."""
+    sim = sim_factory(profile=profile, fault_5xx_rate=1.0, omit_response_time=profile == "docs")
+    failed = fetch(list_url(sim))
+    sim.configure(fault_5xx_rate=0.0, quota_exhausted=True)
+    throttled = fetch(list_url(sim))
+    assert failed.status_code >= 500 and throttled.status_code == 429
+    for body in (failed.json(), throttled.json()):
+        assert ("data" in body) is (profile == "default")
+        assert ("response_time" in body) is (profile == "default")
+        assert body["status"] in (429, 500, 502, 503)

@@ -6,12 +6,15 @@
     ...
     sim.stop()
 
-See the README section "The CommBox API simulator" for the endpoints, switches and semantics.
+    sim = Simulator(SimConfig.from_profile("docs", conversations=300))   # the vendor's documented shapes
+
+See the README section "The CommBox API simulator" for the endpoints, switches and semantics, and
+docs/simulator-profiles.md for the profiles, the paging switches and ``mutate(bulk=...)``.
 """
 
 from .cli import main
 from .clock import SimClock
-from .config import BAD_PAYLOADS, QUIRKS, SimConfig
+from .config import BAD_PAYLOADS, PROFILES, QUIRKS, SimConfig
 from .simulator import Simulator, Truth
 
-__all__ = ["BAD_PAYLOADS", "QUIRKS", "SimClock", "SimConfig", "Simulator", "Truth", "main"]
+__all__ = ["BAD_PAYLOADS", "PROFILES", "QUIRKS", "SimClock", "SimConfig", "Simulator", "Truth", "main"]
