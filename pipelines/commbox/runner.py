@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -55,7 +56,23 @@ class RunSummary:
     warnings: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     views: list[str] = field(default_factory=list)
+    # Seconds the API could not list whole, as (stream id, unix start, unix end): everything else
+    # loaded, these are recorded in the state and the `holes` table and re-read on every run.
+    holes: list[tuple[int, int, int]] = field(default_factory=list)
     ok: bool = True
+
+    def holes_line(self) -> str:
+        """One line naming every hole, for stderr and monitoring ("" when there is none)."""
+        if not self.holes:
+            return ""
+        named = ", ".join(
+            f"stream {stream_id} second {datetime.fromtimestamp(start, tz=UTC).isoformat()} ({start})"
+            for stream_id, start, _ in self.holes
+        )
+        return (
+            f"{len(self.holes)} second(s) could not be read whole: {named}; everything else was loaded "
+            "and these are re-read on every run until they read whole"
+        )
 
     def line(self) -> str:
         """One line for log monitoring: `key=value` pairs after a fixed prefix."""
@@ -64,7 +81,7 @@ class RunSummary:
             f"commbox-etl summary pipeline={self.pipeline_name} result={'ok' if self.ok else 'failed'} "
             f"destination={self.destination} dataset={self.dataset} {rows} windows={self.windows} "
             f"conversations={self.conversations} requests={self.requests} throttled={self.throttled} "
-            f"warnings={sum(self.warnings.values())} duration_s={self.seconds:.1f}"
+            f"warnings={sum(self.warnings.values())} holes={len(self.holes)} duration_s={self.seconds:.1f}"
         ).replace("  ", " ")
 
 
@@ -282,6 +299,11 @@ def run_pipeline(
                     summary.warnings[f"http {key}"] = count
             summary.windows = sum(p.get("windows", 0) for p in context.progress.values())
             summary.conversations = sum(p.get("conversations", 0) for p in context.progress.values())
+            summary.holes = [
+                (stream_id, start, end)
+                for stream_id, found in sorted(context.holes.items())
+                for start, end in found
+            ]
         pipeline.normalize()
         load_info = _load(pipeline)
         load_info.raise_on_failed_jobs()
