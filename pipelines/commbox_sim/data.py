@@ -677,7 +677,8 @@ class Dataset:
         half = self.start_us + (self.end_us - self.start_us) // 2
         for c in range(cfg.crowded_seconds):
             t = half + rng.randrange(max(_S, self.end_us - 3600 * _S - half))
-            self.bulk_change(rng, t - t % _S, cfg.crowded_size, [c % len(self.streams)])
+            # the last microsecond of the second: the changes spread over the whole second
+            self.bulk_change(rng, t - t % _S + _S - 1, cfg.crowded_size, [c % len(self.streams)])
         self.version += 1
 
     def _new_object(self, rng: Random, t: int) -> int:
