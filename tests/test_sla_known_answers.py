@@ -11,6 +11,12 @@ Streams (all business hours Mon-Fri 09:00-18:00 local, holiday 2024-12-25, first
   3  UTC, bot_counts_as_response = true
   4  UTC, business_hours_only = false (targets count calendar time)
 
+Messages are written (side, time[, manager_id[, message_id]]) with side "c" customer, "a" agent, "b"
+bot and "u" unknown: `is_manager` NULL, as on an account whose list answers carry no sender.
+`objects.first_response_at` / `last_response_at` (the vendor's firstResponseTime / lastResponseTime)
+default to the first / last human agent message, as CommBox and the simulator define them; a case may
+give other values to make the reconciliation disagree.
+
 2024-03-01 is a Friday. PostgreSQL runs with the server's default time zone America/Los_Angeles, and
 the assertions read through a connection that keeps it, so the views must not depend on it.
 """
@@ -18,6 +24,7 @@ the assertions read through a connection that keeps it, so the views must not de
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -70,6 +77,8 @@ class Conversation:
     messages: list[tuple] = field(default_factory=list)  # (side, time[, manager_id[, message_id]])
     status_changes: list[tuple] = field(default_factory=list)  # (time, from, to)
     assign_changes: list[tuple] = field(default_factory=list)  # (time, from, to)
+    # the vendor's (firstResponseTime, lastResponseTime); "derived" = first/last agent message
+    vendor_responses: tuple[str | None, str | None] | str = "derived"
 
     def created_at(self) -> datetime:
         return at(self.created) if self.created else at(self.messages[0][1])
@@ -78,7 +87,7 @@ class Conversation:
         childs = []
         for message in self.messages:
             side, when = message[0], message[1]
-            manager_id = message[2] if len(message) > 2 else (None if side == "c" else AGENT_A)
+            manager_id = message[2] if len(message) > 2 else (None if side in "cu" else AGENT_A)
             child_id = message[3] if len(message) > 3 else next(_ids)
             childs.append(
                 {
@@ -86,7 +95,7 @@ class Conversation:
                     "object_id": self.object_id,
                     "stream_id": self.stream_id,
                     "created_at": at(when),
-                    "is_manager": side != "c",
+                    "is_manager": None if side == "u" else side != "c",
                     "manager_id": manager_id,
                     "user_id": 7000 + self.object_id if side == "c" else None,
                 }
@@ -121,6 +130,11 @@ class Conversation:
             for i, (when, old, new) in enumerate(self.assign_changes)
         ]
         times = [c["created_at"] for c in childs] + [a["created_at"] for a in activities]
+        if self.vendor_responses == "derived":
+            agent_times = [at(m[1]) for m in self.messages if m[0] == "a"]
+            first, last = (min(agent_times), max(agent_times)) if agent_times else (None, None)
+        else:
+            first, last = (at(t) if t else None for t in self.vendor_responses)
         obj = {
             "object_id": self.object_id,
             "stream_id": self.stream_id,
@@ -130,6 +144,8 @@ class Conversation:
             "created_at": self.created_at(),
             "updated_at": max([self.created_at(), *times]),
             "closed_at": None,
+            "first_response_at": first,
+            "last_response_at": last,
             "assigned_manager_id": self.assigned_manager_id,
             "user_id": 7000 + self.object_id,
         }
@@ -179,6 +195,8 @@ RAW_COLUMNS: dict[str, dict[str, dict[str, Any]]] = {
         "created_at": {"data_type": "timestamp"},
         "updated_at": {"data_type": "timestamp"},
         "closed_at": {"data_type": "timestamp"},
+        "first_response_at": {"data_type": "timestamp"},
+        "last_response_at": {"data_type": "timestamp"},
         "assigned_manager_id": {"data_type": "bigint"},
         "user_id": {"data_type": "bigint"},
     },
@@ -354,6 +372,71 @@ CONVERSATIONS = [
     Conversation(121, stream_id=4, messages=[("c", "2024-03-01 17:50"), ("a", "2024-03-04 09:20")]),
     # open since Mon 09:00, never answered: evaluated at several as_of instants (see test_running_clock).
     Conversation(107, stream_id=1, messages=[("c", "2024-12-30 09:00")]),
+    # --- unknown sides (is_manager NULL), Wed 2024-03-13 on stream 1 ---
+    # only unknown messages: no customer message is known, yet the first one may be; a possible first
+    # response clock from 10:00, running, undetermined. CommBox says an agent answered at 10:05.
+    Conversation(
+        130,
+        messages=[("u", "2024-03-13 10:00", None, 1301), ("u", "2024-03-13 10:05", None, 1302)],
+        vendor_responses=("2024-03-13 10:05", "2024-03-13 10:05"),
+    ),
+    # an unknown message inside the first clock (10:00 -> 10:30) may be the reply: undetermined. CommBox
+    # says it was (first response 10:10), which the unknown message explains: reconciliation "unknown".
+    Conversation(
+        131,
+        messages=[
+            ("c", "2024-03-13 10:00"),
+            ("u", "2024-03-13 10:10", None, 1311),
+            ("a", "2024-03-13 10:30"),
+        ],
+        vendor_responses=("2024-03-13 10:10", "2024-03-13 10:30"),
+    ),
+    # first clock 10:00 -> 10:20 met (nothing unknown in it); the unknown 10:40 may be a customer
+    # starting the second clock before 11:00: 11:00 -> 11:30 is undetermined.
+    Conversation(
+        132,
+        messages=[
+            ("c", "2024-03-13 10:00"),
+            ("a", "2024-03-13 10:20"),
+            ("u", "2024-03-13 10:40"),
+            ("c", "2024-03-13 11:00"),
+            ("a", "2024-03-13 11:30"),
+        ],
+    ),
+    # an unknown message opens the conversation: a possible first clock 10:00 -> 10:05 (undetermined);
+    # the customer's 10:30 -> 11:45 clock is determined: 75 min, breached at 11:30.
+    Conversation(
+        133,
+        messages=[
+            ("u", "2024-03-13 10:00", None, 1331),
+            ("a", "2024-03-13 10:05"),
+            ("c", "2024-03-13 10:30", None, 1333),
+            ("a", "2024-03-13 11:45"),
+        ],
+    ),
+    # answered 10:00 -> 10:10 (met); a trailing unknown message may be the customer again: a possible
+    # next response clock from 10:30, running, undetermined.
+    Conversation(
+        134,
+        messages=[
+            ("c", "2024-03-13 10:00"),
+            ("a", "2024-03-13 10:10"),
+            ("u", "2024-03-13 10:30", None, 1343),
+        ],
+    ),
+    # --- reconciliation with CommBox's own figures, Thu 2024-03-14 ---
+    # CommBox says 10:50, the views see an agent at 10:10 and nothing unknown: a disagreement of -2400 s.
+    Conversation(
+        135,
+        messages=[("c", "2024-03-14 10:00"), ("a", "2024-03-14 10:10")],
+        vendor_responses=("2024-03-14 10:50", "2024-03-14 10:50"),
+    ),
+    # half a second apart: within the tolerance (less than one second), in agreement.
+    Conversation(
+        136,
+        messages=[("c", "2024-03-14 10:00"), ("a", "2024-03-14 10:10:00.250")],
+        vendor_responses=("2024-03-14 10:10:00.750", "2024-03-14 10:10:00.750"),
+    ),
 ]
 
 # (object_id, metric, clock_number) -> expected: business min, calendar min, state, breach_at, extra
@@ -384,6 +467,21 @@ EVENT_CASES = [
      {"warning_at": at("2024-03-11 17:30"), "critical_at": at("2024-03-11 17:48")}),
     (120, "resolution", 1, 120, 240, "met", None, {"paused_seconds": 7200}),
     (121, "first_response", 1, 30, 3810, "breached", "2024-03-01 18:50", {"elapsed_seconds": 3810 * 60}),
+    (132, "first_response", 1, 20, 20, "met", None, {"is_undetermined": False}),
+    (133, "next_response", 2, 75, 75, "breached", "2024-03-13 11:30", {"start_message_id": 1333}),
+    (134, "first_response", 1, 10, 10, "met", None, {}),
+    (135, "first_response", 1, 10, 10, "met", None, {}),
+]  # fmt: skip
+
+# Clocks whose start or stop depends on an unknown-side message: state and severity 'undetermined',
+# neither met nor breached. (object_id, metric, clock_number, started_at, start_message_id,
+# stopped_at, stop_reason, calendar minutes or None while running)
+UNDETERMINED_CASES = [
+    (130, "first_response", 1, "2024-03-13 10:00", 1301, None, None, None),
+    (131, "first_response", 1, "2024-03-13 10:00", None, "2024-03-13 10:30", "responded", 30),
+    (132, "next_response", 2, "2024-03-13 11:00", None, "2024-03-13 11:30", "responded", 30),
+    (133, "first_response", 1, "2024-03-13 10:00", 1331, "2024-03-13 10:05", "responded", 5),
+    (134, "next_response", 2, "2024-03-13 10:30", 1343, None, None, None),
 ]  # fmt: skip
 
 
@@ -542,3 +640,116 @@ def test_every_view_answers(warehouse):
     assert daily["breached_events"] == 6
     assert daily["met_events"] == 0
     assert daily["compliance"] == 0
+
+
+# --- unknown sides and the reconciliation with CommBox's figures -----------------------------------
+
+
+@pytest.mark.parametrize(
+    (
+        "object_id",
+        "metric",
+        "clock_number",
+        "started",
+        "start_message_id",
+        "stopped",
+        "stop_reason",
+        "calendar_min",
+    ),
+    UNDETERMINED_CASES,
+    ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in UNDETERMINED_CASES],
+)
+def test_clock_depending_on_an_unknown_side_is_undetermined(
+    warehouse, object_id, metric, clock_number, started, start_message_id, stopped, stop_reason, calendar_min
+):
+    event = _event(warehouse, object_id, metric, clock_number)
+    assert (event["state"], event["severity"]) == ("undetermined", "undetermined")
+    assert event["is_undetermined"] and not event["is_met"] and not event["is_breached"]
+    assert (event["warning_at"], event["critical_at"], event["breach_at"]) == (None, None, None)
+    assert event["started_at"] == at(started)
+    if start_message_id is not None:
+        assert event["start_message_id"] == start_message_id
+    assert event["stopped_at"] == (at(stopped) if stopped else None)
+    assert event["stop_reason"] == stop_reason
+    assert event["is_running"] == (stopped is None)
+    if calendar_min is not None:
+        assert event["calendar_seconds"] == pytest.approx(calendar_min * 60)
+
+
+def test_unknown_side_is_neither_customer_nor_agent(warehouse):
+    sides = warehouse.query(
+        "select sender_side, is_response from commbox_reporting.int_messages_classified "
+        "where object_id = 131 order by sent_at"
+    )
+    assert [(r["sender_side"], r["is_response"]) for r in sides] == [
+        ("customer", False),
+        ("unknown", False),
+        ("agent", True),
+    ]
+    rows = warehouse.query(
+        "select object_id, customer_messages, agent_messages, unknown_messages, first_response_state, "
+        "undetermined_events from commbox_reporting.fct_conversations where object_id in (130, 131, 135) "
+        "order by object_id"
+    )
+    assert [
+        (r["customer_messages"], r["agent_messages"], r["unknown_messages"], r["first_response_state"])
+        for r in rows
+    ] == [(0, 0, 2, "undetermined"), (1, 1, 1, "undetermined"), (1, 1, 0, "met")]
+    assert [r["undetermined_events"] for r in rows] == [1, 1, 0]
+
+
+def test_undetermined_clocks_are_counted_apart(warehouse):
+    (daily,) = warehouse.query(
+        "select * from commbox_reporting.agg_channel_sla_daily where stream_id = 1 and local_date = date '2024-03-13'"
+    )
+    # 130-134: 8 response clocks (first responses of 132 and 134 met; 133's next response breached; five
+    # undetermined) and 5 resolution clocks never resolved, breached at the end of the data (Dec 30).
+    assert daily["events"] == 13
+    assert (daily["met_events"], daily["breached_events"], daily["undetermined_events"]) == (2, 6, 5)
+    assert daily["compliance"] == pytest.approx(2 / 8)
+    assert daily["running_events"] == 7  # 130's and 134's possible clocks, the 5 resolution clocks
+    # the first response medians leave undetermined clocks out: 132 (20 min) and 134 (10 min) only
+    assert daily["median_first_response_seconds"] == pytest.approx(15 * 60)
+    (agents,) = warehouse.query(
+        "select sum(events) as events, sum(undetermined_events) as undetermined "
+        "from commbox_reporting.agg_agent_daily where local_date = date '2024-03-13'"
+    )
+    assert (agents["events"], agents["undetermined"]) == (13, 5)
+
+
+# object_id -> first agent message, CommBox's firstResponseTime, difference (s), agreement, in agreement
+RECONCILIATION_CASES = {
+    105: ("2024-03-04 10:00", "2024-03-04 10:00", 0, "agree", True),
+    107: (None, None, None, "agree", True),  # never answered: both NULL agree
+    115: ("2024-03-05 13:40", "2024-03-05 13:40", 0, "agree", True),  # the bot is not an agent
+    114: ("2024-03-05 11:00", "2024-03-05 11:00", 0, "agree", True),  # an outbound first message counts
+    130: (None, "2024-03-13 10:05", None, "unknown", None),
+    131: ("2024-03-13 10:30", "2024-03-13 10:10", 1200, "unknown", None),
+    133: ("2024-03-13 10:05", "2024-03-13 10:05", 0, "agree", True),
+    135: ("2024-03-14 10:10", "2024-03-14 10:50", -2400, "disagree", False),
+    136: ("2024-03-14 10:10:00.250", "2024-03-14 10:10:00.750", -0.5, "agree", True),
+}
+
+
+def test_first_response_reconciliation(warehouse):
+    rows = {
+        r["object_id"]: r
+        for r in warehouse.query("select * from commbox_reporting.fct_first_response_reconciliation")
+    }
+    assert set(rows) == {c.object_id for c in CONVERSATIONS}
+    for object_id, (computed, commbox, difference, agreement, agrees) in RECONCILIATION_CASES.items():
+        row = rows[object_id]
+        assert row["first_agent_message_at"] == (at(computed) if computed else None), object_id
+        assert row["commbox_first_response_at"] == (at(commbox) if commbox else None), object_id
+        if difference is None:
+            assert row["first_response_difference_seconds"] is None, object_id
+        else:
+            assert row["first_response_difference_seconds"] == pytest.approx(difference), object_id
+        assert (row["first_response_agreement"], row["is_in_agreement"]) == (agreement, agrees), object_id
+    first = Counter(r["first_response_agreement"] for r in rows.values())
+    assert first == {"agree": len(rows) - 3, "disagree": 1, "unknown": 2}
+    # the last reply: 130 unknown (no agent seen, CommBox has one), 135 disagrees, the rest agree
+    last = Counter(r["last_response_agreement"] for r in rows.values())
+    assert last == {"agree": len(rows) - 2, "disagree": 1, "unknown": 1}
+    assert rows[135]["last_response_difference_seconds"] == pytest.approx(-2400)
+    assert rows[135]["is_last_response_in_agreement"] is False

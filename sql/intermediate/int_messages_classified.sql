@@ -1,5 +1,7 @@
--- one row per message sent by as_of_at, with its side (customer, agent, bot) and whether it answers
--- the customer: agents always do; bots only when the policy sets bot_counts_as_response
+-- one row per message sent by as_of_at, with its side (customer, agent, bot, unknown) and whether it
+-- answers the customer: agents always do; bots only when the policy sets bot_counts_as_response. A
+-- message whose is_manager is NULL is 'unknown': never a customer message, never a response; the
+-- clocks it could have started or stopped are undetermined (int_reply_episodes)
 with
 
 messages as (
@@ -28,6 +30,7 @@ sided as (
         messages.manager_id,
         conversations.is_bot_response_counted,
         case
+            when messages.is_from_manager_side is null then 'unknown'
             when not messages.is_from_manager_side then 'customer'
             when coalesce(managers.is_bot, false) then 'bot'
             else 'agent'

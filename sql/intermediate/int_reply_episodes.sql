@@ -1,6 +1,11 @@
 -- one row per response clock: a customer message that opens the conversation or follows a response
 -- starts it, the next response stops it. Ties on sent_at are ordered by message_id. Bot messages that
 -- do not count as responses are skipped, so the clock keeps running through them.
+-- Unknown-side messages (is_manager NULL) split nothing: the messages between two responses form one
+-- gap, and a gap holding an unknown message makes its clock undetermined, since the unknown message
+-- may be an earlier customer message (an earlier start) or a reply (an earlier stop). A gap with
+-- unknown messages but no customer message still gets a possible clock, started by its first unknown
+-- message and undetermined: whether it exists at all is not known.
 with
 
 messages as (
@@ -21,22 +26,28 @@ counted as (
             rows between unbounded preceding and current row
         ) as responses_so_far
     from messages
-    where sender_side = 'customer' or is_response
+    where sender_side in ('customer', 'unknown') or is_response
 ),
 
-customer_messages as (
+gap_messages as (
     select
         object_id,
         responses_so_far,
         message_id,
         sent_at,
+        sender_side,
         row_number() over (
             partition by object_id, responses_so_far
-            order by sent_at, message_id
-        ) as position_in_episode,
-        count(*) over (partition by object_id, responses_so_far) as customer_messages
+            order by case when sender_side = 'customer' then 0 else 1 end, sent_at, message_id
+        ) as position_in_gap,
+        sum(case when sender_side = 'customer' then 1 else 0 end) over (
+            partition by object_id, responses_so_far
+        ) as customer_messages,
+        sum(case when sender_side = 'unknown' then 1 else 0 end) over (
+            partition by object_id, responses_so_far
+        ) as unknown_messages
     from counted
-    where sender_side = 'customer'
+    where sender_side in ('customer', 'unknown')
 ),
 
 episode_starts as (
@@ -46,9 +57,10 @@ episode_starts as (
         message_id as start_message_id,
         sent_at as started_at,
         customer_messages,
+        unknown_messages,
         row_number() over (partition by object_id order by sent_at, message_id) as episode_number
-    from customer_messages
-    where position_in_episode = 1
+    from gap_messages
+    where position_in_gap = 1
 ),
 
 responses as (
@@ -71,6 +83,8 @@ final as (
         episode_starts.start_message_id,
         episode_starts.started_at,
         episode_starts.customer_messages,
+        episode_starts.unknown_messages,
+        episode_starts.unknown_messages > 0 as is_undetermined,
         responses.message_id as response_message_id,
         responses.sent_at as responded_at,
         responses.manager_id as responder_manager_id,

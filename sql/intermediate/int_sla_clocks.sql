@@ -2,7 +2,8 @@
 -- one row per SLA clock (conversation x metric x clock_number) with its target. A response clock also
 -- stops when the conversation stops being open (stop_reason 'closed'); one that starts while the
 -- conversation is already closed is dropped. Conversations whose current status is neither open,
--- paused nor resolved (e.g. Deleted, Irrelevant) have no clocks.
+-- paused nor resolved (e.g. Deleted, Irrelevant) have no clocks. is_undetermined: the clock's start or
+-- stop depends on an unknown-side message (int_reply_episodes); resolution clocks never do.
 with
 
 reply_episodes as (
@@ -64,7 +65,8 @@ response_clocks as (
         end as stop_reason,
         reply_episodes.response_message_id,
         reply_episodes.responder_manager_id,
-        reply_episodes.responder_side
+        reply_episodes.responder_side,
+        reply_episodes.is_undetermined
     from reply_episodes
     left join closures
         on closures.object_id = reply_episodes.object_id
@@ -82,7 +84,8 @@ resolution_clocks as (
         case when resolved_at is not null then 'resolved' end as stop_reason,
         cast(null as bigint) as response_message_id,
         cast(null as bigint) as responder_manager_id,
-        cast(null as varchar) as responder_side
+        cast(null as varchar) as responder_side,
+        false as is_undetermined
     from resolution_episodes
 ),
 
@@ -115,6 +118,7 @@ final as (
         clocks.response_message_id,
         clocks.responder_manager_id,
         clocks.responder_side,
+        clocks.is_undetermined,
         coalesce(clocks.stopped_at, params.as_of_at) as evaluated_at,
         conversations.is_business_hours_only,
         case clocks.metric

@@ -1,5 +1,6 @@
 -- one row per responsible agent x local date (the date a clock started, in its stream's time zone):
--- clocks they held, met, breached, compliance, responses they sent and their response times
+-- clocks they held, met, breached, undetermined (counted apart), compliance, responses they sent and
+-- their response times (of determined clocks only)
 with
 
 events as (
@@ -13,6 +14,7 @@ responsible as (
         count(*) as events,
         sum(case when is_met then 1 else 0 end) as met_events,
         sum(case when is_breached then 1 else 0 end) as breached_events,
+        sum(case when is_undetermined then 1 else 0 end) as undetermined_events,
         sum(case when is_running then 1 else 0 end) as running_events
     from events
     where responsible_manager_id is not null
@@ -31,6 +33,7 @@ responded as (
     where stop_reason = 'responded'
         and responder_side = 'agent'
         and responder_manager_id is not null
+        and not is_undetermined
     group by responder_manager_id, started_local_date
 ),
 
@@ -47,6 +50,7 @@ final as (
         coalesce(responsible.events, 0) as events,
         coalesce(responsible.met_events, 0) as met_events,
         coalesce(responsible.breached_events, 0) as breached_events,
+        coalesce(responsible.undetermined_events, 0) as undetermined_events,
         coalesce(responsible.running_events, 0) as running_events,
         cast(responsible.met_events as double precision)
         / nullif(responsible.met_events + responsible.breached_events, 0) as compliance,

@@ -1,7 +1,8 @@
 -- one row per stream x local date, from the stream's first conversation to as_of_at: conversations
 -- open (or paused) at the end of the day (or at as_of_at for today), their age, and how many have a
 -- running clock in warning, critical or breach at that moment (the worst clock per conversation,
--- from its deadlines)
+-- from its deadlines), and how many have a running undetermined clock (one that depends on an
+-- unknown-side message: it has no deadlines, so it never counts as warning, critical or breached)
 with
 
 conversations as (
@@ -77,7 +78,8 @@ clock_levels as (
                 when events.warning_at is not null and open_at_snapshot.snapshot_at >= events.warning_at then 1
                 else 0
             end
-        ) as worst_level
+        ) as worst_level,
+        sum(case when events.is_undetermined then 1 else 0 end) as undetermined_clocks
     from open_at_snapshot
     inner join events
         on events.object_id = open_at_snapshot.object_id
@@ -98,7 +100,8 @@ final as (
         sum(case when open_at_snapshot.age_seconds > 86400 then 1 else 0 end) as older_than_1_day,
         sum(case when clock_levels.worst_level = 1 then 1 else 0 end) as warning_conversations,
         sum(case when clock_levels.worst_level = 2 then 1 else 0 end) as critical_conversations,
-        sum(case when clock_levels.worst_level = 3 then 1 else 0 end) as breached_conversations
+        sum(case when clock_levels.worst_level = 3 then 1 else 0 end) as breached_conversations,
+        sum(case when clock_levels.undetermined_clocks > 0 then 1 else 0 end) as undetermined_conversations
     from snapshots
     left join open_at_snapshot
         on open_at_snapshot.stream_id = snapshots.stream_id

@@ -1,5 +1,7 @@
 -- one row per conversation created by as_of_at: first response and first resolution (calendar and
--- business seconds, SLA state), resolutions, reopens, messages by side, agents involved, one-touch
+-- business seconds, SLA state), resolutions, reopens, messages by side (unknown_messages: is_manager
+-- NULL), agents involved, clocks breached / undetermined / running, one-touch (NULL when an unknown-side
+-- message could be a second agent message)
 with
 
 conversations as (
@@ -45,6 +47,7 @@ message_counts as (
         sum(case when sender_side = 'customer' then 1 else 0 end) as customer_messages,
         sum(case when sender_side = 'agent' then 1 else 0 end) as agent_messages,
         sum(case when sender_side = 'bot' then 1 else 0 end) as bot_messages,
+        sum(case when sender_side = 'unknown' then 1 else 0 end) as unknown_messages,
         count(distinct case when sender_side = 'agent' then manager_id end) as agents_involved,
         min(sent_at) as first_message_at,
         max(sent_at) as last_message_at
@@ -56,6 +59,7 @@ event_counts as (
     select
         object_id,
         sum(case when is_breached then 1 else 0 end) as breached_events,
+        sum(case when is_undetermined then 1 else 0 end) as undetermined_events,
         sum(case when is_running then 1 else 0 end) as running_clocks
     from events
     group by object_id
@@ -88,12 +92,19 @@ final as (
         coalesce(message_counts.customer_messages, 0) as customer_messages,
         coalesce(message_counts.agent_messages, 0) as agent_messages,
         coalesce(message_counts.bot_messages, 0) as bot_messages,
+        coalesce(message_counts.unknown_messages, 0) as unknown_messages,
         coalesce(message_counts.agents_involved, 0) as agents_involved,
         coalesce(event_counts.breached_events, 0) as breached_events,
+        coalesce(event_counts.undetermined_events, 0) as undetermined_events,
         coalesce(event_counts.running_clocks, 0) as running_clocks,
-        coalesce(status_counts.resolutions, 0) >= 1
-        and coalesce(status_counts.reopens, 0) = 0
-        and coalesce(message_counts.agent_messages, 0) = 1 as is_one_touch
+        case
+            when coalesce(status_counts.resolutions, 0) = 0
+                or coalesce(status_counts.reopens, 0) > 0
+                or coalesce(message_counts.agent_messages, 0) > 1
+                then false
+            when coalesce(message_counts.unknown_messages, 0) > 0 then null
+            else coalesce(message_counts.agent_messages, 0) = 1
+        end as is_one_touch
     from conversations
     left join status_counts
         on status_counts.object_id = conversations.object_id

@@ -2,8 +2,10 @@
 -- one row per SLA clock: conversation x metric (first_response, next_response, resolution) x clock
 -- start. Elapsed time is measured to stopped_at, or to as_of_at while the clock runs. state is met /
 -- breached once stopped, else ok / warning / critical / breached; severity is the level reached
--- either way. responsible_manager_id holds the conversation when the SLA was decided: at breach_at
--- if breached, else at the stop (or as_of_at).
+-- either way. A clock whose start or stop depends on an unknown-side message has state and severity
+-- 'undetermined', is neither met nor breached and has no warning/critical/breach instants.
+-- responsible_manager_id holds the conversation when the SLA was decided: at breach_at if breached,
+-- else at the stop (or as_of_at).
 with
 
 clocks as (
@@ -46,10 +48,11 @@ measured as (
         cb_epoch(clocks.evaluated_at) - cb_epoch(clocks.started_at) as calendar_seconds,
         cb_epoch(clocks.evaluated_at) - cb_epoch(clocks.started_at) - elapsed.running_calendar_seconds
             as paused_seconds,
-        deadlines.warning_at,
-        deadlines.critical_at,
-        deadlines.breach_at,
+        case when not clocks.is_undetermined then deadlines.warning_at end as warning_at,
+        case when not clocks.is_undetermined then deadlines.critical_at end as critical_at,
+        case when not clocks.is_undetermined then deadlines.breach_at end as breach_at,
         case
+            when clocks.is_undetermined then 'undetermined'
             when elapsed.elapsed_seconds > clocks.target_seconds then 'breached'
             when elapsed.elapsed_seconds >= round(clocks.target_seconds * clocks.critical_fraction) then 'critical'
             when elapsed.elapsed_seconds >= round(clocks.target_seconds * clocks.warning_fraction) then 'warning'
@@ -106,12 +109,13 @@ final as (
         decided.breach_at,
         decided.severity,
         case
-            when decided.stopped_at is null then decided.severity
+            when decided.stopped_at is null or decided.is_undetermined then decided.severity
             when decided.severity = 'breached' then 'breached'
             else 'met'
         end as state,
-        decided.stopped_at is not null and decided.severity <> 'breached' as is_met,
-        decided.severity = 'breached' as is_breached
+        decided.stopped_at is not null and decided.severity not in ('breached', 'undetermined') as is_met,
+        decided.severity = 'breached' as is_breached,
+        decided.is_undetermined
     from decided
     left join assignments as start_assignments
         on start_assignments.object_id = decided.object_id

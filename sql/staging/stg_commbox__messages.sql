@@ -1,4 +1,5 @@
--- one row per message (CommBox "child") of a conversation; is_manager = sent from the agent/bot side
+-- one row per message (CommBox "child") of a conversation; is_from_manager_side = sent from the
+-- agent/bot side, false = the customer, NULL = not known (list answers that carry no sender)
 with
 
 childs as (
@@ -11,7 +12,7 @@ final as (
         cast(object_id as bigint) as object_id,
         cast(stream_id as bigint) as stream_id,
         cast(created_at as timestamptz) as sent_at,
-        coalesce(cast(is_manager as boolean), false) as is_from_manager_side,
+        cast(is_manager as boolean) as is_from_manager_side,
         cast(manager_id as bigint) as manager_id,
         cast(user_id as bigint) as user_id
     from childs

@@ -1,4 +1,5 @@
--- one row per conversation (CommBox "object"), as loaded; renamed and typed only
+-- one row per conversation (CommBox "object"), as loaded; renamed and typed only. first_response_at and
+-- last_response_at are CommBox's own firstResponseTime / lastResponseTime (fct_first_response_reconciliation)
 with
 
 objects as (
@@ -15,6 +16,8 @@ final as (
         cast(created_at as timestamptz) as created_at,
         cast(updated_at as timestamptz) as updated_at,
         cast(closed_at as timestamptz) as closed_at,
+        cast(first_response_at as timestamptz) as first_response_at,
+        cast(last_response_at as timestamptz) as last_response_at,
         cast(assigned_manager_id as bigint) as assigned_manager_id,
         cast(user_id as bigint) as user_id
     from objects
