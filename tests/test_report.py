@@ -30,7 +30,15 @@ def test_report_on_loaded_tables(tmp_path):
     lines = text.splitlines()
     assert lines[0].startswith("SLA by channel, 2023-")  # 400 days back from 2024-12-30
     header = lines[2]
-    assert "compliance" in header and "median 1st resp" in header
-    rows = lines[4:]
+    assert "compliance" in header and "median 1st resp" in header and "undetermined" in header
+    rows = lines[4 : lines.index("", 4)]
     assert [r.split()[0] for r in rows] == ["1", "2", "3", "4"]
     assert len({len(r) for r in [header, *rows]}) <= 2  # aligned (rstrip may shorten none)
+    # the five clocks of conversations 130-134 that depend on an unknown-side message, all on stream 1
+    undetermined = header.split().index("undetermined")
+    assert [r.split()[undetermined] for r in rows] == ["5", "0", "0", "0"]
+    # conversation 135 disagrees with CommBox; 130 and 131 cannot be told (unknown sides)
+    assert lines[-2:] == [
+        f"first replies vs CommBox firstResponseTime: {len(CONVERSATIONS) - 3} agree, 1 disagree (2 unknown)",
+        f"last replies vs CommBox lastResponseTime: {len(CONVERSATIONS) - 2} agree, 1 disagree (1 unknown)",
+    ]

@@ -1,21 +1,30 @@
 """A terminal SLA report: per channel, the last N local days up to the build's as_of_at.
 
 Reads the reporting views (`build_views()` must have run): `agg_channel_sla_daily` for clocks, met,
-breached and compliance; `fct_sla_events` for the median first response over the whole period (a
-median of daily medians would be wrong); `fct_backlog_daily` for the open backlog on the last day.
+breached, undetermined and compliance; `fct_sla_events` for the median first response over the whole
+period (a median of daily medians would be wrong); `fct_backlog_daily` for the open backlog on the
+last day; `fct_first_response_reconciliation` for the lines comparing the first and last agent
+replies with CommBox's own firstResponseTime / lastResponseTime (also shown by `commbox-etl status`
+and the HTML report: `read_reconciliation` is their one definition).
 """
 
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
+
+REPORTING_SCHEMA = "commbox_reporting"
+RECONCILIATION_VIEW = "fct_first_response_reconciliation"
+EVENT_COUNTS = ("events", "met_events", "breached_events", "undetermined_events", "running_events")
 
 COLUMNS = (
     ("stream", "stream_id", "{}"),
     ("clocks", "events", "{:,}"),
     ("met", "met_events", "{:,}"),
     ("breached", "breached_events", "{:,}"),
+    ("undetermined", "undetermined_events", "{:,}"),
     ("compliance", "compliance", "{:.1%}"),
     ("running", "running_events", "{:,}"),
     ("median 1st resp", "median_first_response", None),
@@ -33,10 +42,89 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
 
 
-def _rows(client: Any, sql: str) -> list[dict[str, Any]]:
-    with client.execute_query(sql) as cursor:
+def _rows(client: Any, sql: str, *args: Any) -> list[dict[str, Any]]:
+    with client.execute_query(sql, *args) as cursor:
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How many conversations agree with one of CommBox's figures, disagree, or cannot be told."""
+
+    agree: int = 0
+    disagree: int = 0
+    unknown: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"agree": self.agree, "disagree": self.disagree, "unknown": self.unknown}
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """The views' first and last agent replies against CommBox's firstResponseTime/lastResponseTime."""
+
+    first_response: Agreement
+    last_response: Agreement
+
+    def lines(self) -> list[str]:
+        """`first replies vs CommBox firstResponseTime: N agree, K disagree (M unknown)`, then last."""
+        return [
+            _agreement_line("first replies vs CommBox firstResponseTime", self.first_response),
+            _agreement_line("last replies vs CommBox lastResponseTime", self.last_response),
+        ]
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {
+            "first_response": self.first_response.as_dict(),
+            "last_response": self.last_response.as_dict(),
+        }
+
+
+def _agreement_line(label: str, counts: Agreement) -> str:
+    return f"{label}: {counts.agree:,} agree, {counts.disagree:,} disagree ({counts.unknown:,} unknown)"
+
+
+RECONCILIATION_NOT_BUILT = (
+    "first replies vs CommBox firstResponseTime: views not built yet (run `commbox-etl views`)"
+)
+
+
+def read_reconciliation(client: Any, schema: str = REPORTING_SCHEMA) -> Reconciliation | None:
+    """Count the conversations of `fct_first_response_reconciliation` by agreement.
+
+    Args:
+        client: an open dlt sql client on the destination.
+        schema: where the views live.
+
+    Returns:
+        The counts, or None when the view does not exist (views never built on this destination),
+        so that `status` can tell "not built" from "0 disagree".
+    """
+    exists = _rows(
+        client,
+        "select count(*) as n from information_schema.tables where table_schema = %s and table_name = %s",
+        schema,
+        RECONCILIATION_VIEW,
+    )
+    if not exists or not exists[0]["n"]:
+        return None
+    counts = {
+        (row["kind"], row["agreement"]): int(row["n"])
+        for row in _rows(
+            client,
+            f"select 'first' as kind, first_response_agreement as agreement, count(*) as n "
+            f"from {schema}.{RECONCILIATION_VIEW} group by first_response_agreement "
+            f"union all "
+            f"select 'last' as kind, last_response_agreement as agreement, count(*) as n "
+            f"from {schema}.{RECONCILIATION_VIEW} group by last_response_agreement",
+        )
+    }
+
+    def agreement(kind: str) -> Agreement:
+        return Agreement(*(counts.get((kind, state), 0) for state in ("agree", "disagree", "unknown")))
+
+    return Reconciliation(agreement("first"), agreement("last"))
 
 
 def format_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -83,14 +171,15 @@ def render_report(pipeline: Any, days: int = 7, schema: str = "commbox_reporting
         start = end - timedelta(days=days - 1)
         daily = _rows(
             client,
-            f"select stream_id, local_date, events, met_events, breached_events, running_events "
-            f"from {schema}.agg_channel_sla_daily",
+            f"select stream_id, local_date, {', '.join(EVENT_COUNTS)} from {schema}.agg_channel_sla_daily",
         )
+        # an undetermined clock may have started earlier or stopped earlier: no response time
         first_responses = _rows(
             client,
             f"select stream_id, started_local_date, calendar_seconds from {schema}.fct_sla_events "
-            f"where metric = 'first_response' and stop_reason = 'responded'",
+            f"where metric = 'first_response' and stop_reason = 'responded' and not is_undetermined",
         )
+        reconciliation = read_reconciliation(client, schema)
 
     def in_period(day: date) -> bool:
         return start <= _as_date(day) <= end
@@ -99,9 +188,7 @@ def render_report(pipeline: Any, days: int = 7, schema: str = "commbox_reporting
     for row in daily:
         if row["local_date"] is None or not in_period(row["local_date"]):
             continue
-        t = totals.setdefault(
-            row["stream_id"], {"events": 0, "met_events": 0, "breached_events": 0, "running_events": 0}
-        )
+        t = totals.setdefault(row["stream_id"], dict.fromkeys(EVENT_COUNTS, 0))
         for key in t:
             t[key] += int(row[key] or 0)
     medians: dict[Any, list[float]] = {}
@@ -111,7 +198,7 @@ def render_report(pipeline: Any, days: int = 7, schema: str = "commbox_reporting
 
     table_rows = []
     for stream_id in sorted(set(totals) | set(last_day), key=lambda s: (s is None, s)):
-        t = totals.get(stream_id, {"events": 0, "met_events": 0, "breached_events": 0, "running_events": 0})
+        t = totals.get(stream_id, dict.fromkeys(EVENT_COUNTS, 0))
         decided = t["met_events"] + t["breached_events"]
         values = {
             **t,
@@ -134,7 +221,17 @@ def render_report(pipeline: Any, days: int = 7, schema: str = "commbox_reporting
                 cells.append(fmt.format(value))
         table_rows.append(cells)
     title = f"SLA by channel, {start.isoformat()} to {end.isoformat()} ({days} day{'s' if days != 1 else ''})"
-    return title + "\n\n" + format_table([c[0] for c in COLUMNS], table_rows)
+    notes = [
+        "",
+        UNDETERMINED_NOTE,
+        *(reconciliation.lines() if reconciliation else [RECONCILIATION_NOT_BUILT]),
+    ]
+    return title + "\n\n" + format_table([c[0] for c in COLUMNS], table_rows) + "\n" + "\n".join(notes)
+
+
+UNDETERMINED_NOTE = (
+    "undetermined: clocks that depend on a message whose sender is unknown, neither met nor breached"
+)
 
 
 def _as_date(value: Any) -> date:
