@@ -13,7 +13,9 @@ import pytest
 from pipelines.cli import main
 from pipelines.commbox.ops import format_lag, read_status, render_status, run_doctor
 from pipelines.commbox.runner import run_pipeline
+from pipelines.commbox.views import build_views
 from tests.helpers import load, make_test_pipeline, source_settings
+from tests.test_sla_known_answers import CONVERSATIONS, load_conversations
 
 
 @pytest.fixture
@@ -60,6 +62,9 @@ def test_status_shows_each_streams_window_lag_rows_and_the_last_run(sim, tmp_pat
         assert str(stream.stream_id) in text
     assert f"objects={len(truth)}" in text
     assert "last load:" in text and " ok" in text
+    # loaded without building the views: the reconciliation is "not built", not "0 disagree"
+    assert status.reconciliation is None and status.as_dict()["reconciliation"] is None
+    assert "first replies vs CommBox firstResponseTime: views not built yet" in text
 
 
 def test_status_of_a_backfill_falls_back_to_the_newest_change_loaded(sim, tmp_path):
@@ -90,6 +95,24 @@ def test_status_shows_a_failed_last_run(sim, tmp_path):
     assert status.last_run is not None and not status.last_run.ok
     assert "failed in extract" in status.last_run.detail
     assert "failed in extract" in render_status(status)
+
+
+def test_status_counts_first_replies_that_disagree_with_commbox(tmp_path):
+    pipeline = make_test_pipeline(tmp_path, name="reconciled")
+    load_conversations(pipeline, CONVERSATIONS)
+    build_views(pipeline)
+    status = read_status(pipeline)
+    # conversation 135: CommBox says 10:50, an agent answered at 10:10; 130 and 131 have unknown sides
+    agree = len(CONVERSATIONS) - 3
+    assert status.reconciliation is not None
+    assert status.reconciliation.first_response.as_dict() == {"agree": agree, "disagree": 1, "unknown": 2}
+    assert status.as_dict()["reconciliation"] == {
+        "first_response": {"agree": agree, "disagree": 1, "unknown": 2},
+        "last_response": {"agree": agree + 1, "disagree": 1, "unknown": 1},
+    }
+    text = render_status(status)
+    assert f"first replies vs CommBox firstResponseTime: {agree} agree, 1 disagree (2 unknown)" in text
+    assert f"last replies vs CommBox lastResponseTime: {agree + 1} agree, 1 disagree (1 unknown)" in text
 
 
 @pytest.mark.parametrize(

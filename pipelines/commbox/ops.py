@@ -24,6 +24,7 @@ from dlt.common.versioned_state import decompress_state
 
 from .client import ApiError, AuthError, CommBoxClient
 from .config import ConfigError
+from .report import RECONCILIATION_NOT_BUILT, Reconciliation, read_reconciliation
 from .settings import MANAGERS, STATS_STREAMS, SYSTEM_STATUS
 from .tables import TABLE_COLUMNS
 
@@ -70,6 +71,8 @@ class Status:
     last_load_id: str | None = None
     last_load_schema: str | None = None
     last_run: LastRun | None = None
+    # first/last agent replies vs CommBox's own figures; None = the views were never built
+    reconciliation: Reconciliation | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready form for monitoring (`commbox-etl status --json`)."""
@@ -92,6 +95,7 @@ class Status:
             ],
             "tables": self.tables,
             "last_load": {"at": _iso(self.last_load_at), "load_id": self.last_load_id},
+            "reconciliation": None if self.reconciliation is None else self.reconciliation.as_dict(),
             "last_run": None
             if self.last_run is None
             else {
@@ -270,6 +274,7 @@ def read_status(pipeline: dlt.Pipeline, now: datetime | None = None) -> Status:
             if rows:
                 status.last_load_id, status.last_load_schema = rows[0][0], rows[0][1]
                 status.last_load_at = _utc(rows[0][2])
+        status.reconciliation = read_reconciliation(client)
     return status
 
 
@@ -321,6 +326,7 @@ def render_status(status: Status) -> str:
         )
     else:
         lines.append("last load: none")
+    lines.extend(status.reconciliation.lines() if status.reconciliation else [RECONCILIATION_NOT_BUILT])
     lines.append(_last_run_line(status))
     return "\n".join(lines)
 
