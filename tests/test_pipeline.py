@@ -19,18 +19,41 @@ from tests.helpers import (
 )
 
 
+# Every legal reading of the vendor's documents the simulator serves; the ground-truth tests run on
+# each, with crowded seconds (many conversations changed in one second) in the history.
+PROFILES = ("default", "docs", "lenient-paging")
+
+
+@pytest.fixture(params=PROFILES)
+def profile_sim(request, sim_factory):
+    """A 300-conversation account in each simulator profile, with two crowded seconds of 40."""
+    return sim_factory(profile=request.param, crowded_seconds=2, crowded_size=40)
+
+
 def fan_out_requests(sim) -> int:
     stats = sim.stats()["requests"]
-    return sum(count for endpoint, count in stats.items() if endpoint in {"transcript", "activities"})
+    return sum(
+        count for endpoint, count in stats.items() if endpoint in {"transcript", "activities", "object"}
+    )
 
 
-def test_full_load_equals_ground_truth(sim, tmp_path):
+def per_conversation_requests(sim) -> int:
+    """Fan-out requests per changed conversation: a transcript, two activity types, and Get Object
+    where the list answer's messages carry no sender (the docs profile)."""
+    return 3 + (not sim.config.list_child_sender)
+
+
+def test_full_load_equals_ground_truth(profile_sim, tmp_path):
+    sim = profile_sim
     pipeline = make_test_pipeline(tmp_path)
     summary = load(pipeline, sim)
     assert_equals_truth(pipeline, sim)
     assert set(column(pipeline, "managers", "manager_id")) == {m["manager_id"] for m in sim.truth.managers()}
     assert set(column(pipeline, "streams", "stream_id")) == {s["stream_id"] for s in sim.truth.streams()}
     assert summary.rows["objects"] == len(sim.truth.objects())
+    assert summary.holes == []
+    assert summary.warnings.get("childs: first agent message differs from firstResponseTime", 0) == 0
+    assert query(pipeline, "select count(*) from childs where is_manager is null") == [(0,)]
 
 
 def test_second_run_without_change_adds_no_rows_and_only_lists(sim, tmp_path):
@@ -48,17 +71,20 @@ def test_second_run_without_change_adds_no_rows_and_only_lists(sim, tmp_path):
     assert summary.rows.get("objects", 0) == 0
 
 
-def test_mutations_on_old_conversations_are_seen(sim, tmp_path):
+def test_mutations_on_old_conversations_are_seen(profile_sim, tmp_path):
+    sim = profile_sim
     pipeline = make_test_pipeline(tmp_path)
     load(pipeline, sim)
     touched = sim.mutate(new=5, messages=10, status_changes=8, closures=4, reassignments=6, reopen=2)
+    bulk = sim.mutate(bulk=40, bulk_streams=1)["bulk"]
     sim.reset_stats()
     summary = load(pipeline, sim)
     assert_equals_truth(pipeline, sim)
-    changed = set().union(*(set(ids) for ids in touched.values()))
+    assert summary.holes == []
+    changed = set(bulk).union(*(set(ids) for ids in touched.values()))
     assert summary.conversations == len(changed)
-    # only the changed conversations were fanned out to: one transcript and two activity types each
-    assert fan_out_requests(sim) == 3 * len(changed)
+    # only the changed conversations were fanned out to
+    assert fan_out_requests(sim) == per_conversation_requests(sim) * len(changed)
 
 
 def test_update_backdated_inside_the_lookback_is_seen(sim, tmp_path):
@@ -124,7 +150,8 @@ def test_creation_time_fallback_when_time_filter_is_ignored(sim_factory, tmp_pat
     assert_equals_truth(pipeline, sim)
 
 
-def test_backfill_leaves_scheduled_state_untouched_and_is_idempotent(sim, tmp_path):
+def test_backfill_leaves_scheduled_state_untouched_and_is_idempotent(profile_sim, tmp_path):
+    sim = profile_sim
     pipeline = make_test_pipeline(tmp_path)
     load(pipeline, sim)
     scheduled_state = pipeline.state["sources"]["commbox"]["resources"]["conversations"]

@@ -76,6 +76,10 @@ class NotSupported(ApiError):
 OPTIONAL_ENDPOINT_ERRORS = (NotFound, NotSupported, BadRequest)
 
 
+# The keys of the response envelope; an answer with none of them is not an envelope at all.
+ENVELOPE_KEYS = frozenset({"status", "description", "response_time", "data"})
+
+
 class BadPayload(ApiError):
     """A 200 whose body is not the documented envelope (HTML page, invalid JSON, no `data`)."""
 
@@ -315,8 +319,11 @@ class CommBoxClient:
             raise NotSupported(f"{where}: HTTP 501 {description or 'Not Implemented'}".rstrip())
         if status >= 400:
             raise ApiError(f"{where}: HTTP {status} {description or ''}".rstrip())
-        if not isinstance(payload, dict) or "data" not in payload:
+        if not isinstance(payload, dict) or not ENVELOPE_KEYS & payload.keys():
             raise _Retryable("a 200 without the response envelope")
+        # An API that leaves out null fields sends no `data` where it has none (the vendor's own
+        # `/core/systemstatus` example has `data: null`): that is an envelope with no data, and the
+        # caller decides whether its endpoint allows it.
         envelope_status = _envelope_status(payload.get("status"))
         if envelope_status in RETRY_STATUS:
             raise _Retryable(f"envelope status {envelope_status}", throttled=envelope_status == 429)
@@ -336,7 +343,7 @@ class CommBoxClient:
             with self._lock:
                 if self.server_now is None or response_time > self.server_now:
                     self.server_now = response_time
-        return Envelope(payload["data"], response_time, description)
+        return Envelope(payload.get("data"), response_time, description)
 
     def _parse(self, body: bytes, status: int, where: str) -> Any:
         if not body.strip():
