@@ -20,9 +20,12 @@ from pathlib import Path
 import pytest
 
 from pipelines.cli import main
+from pipelines.commbox.report import Agreement, Reconciliation
 from pipelines.commbox.report_html import PALETTE, ReportData, collect, render_html, write_html_report
 from pipelines.commbox.runner import run_pipeline
+from pipelines.commbox.views import build_views
 from tests.helpers import make_test_pipeline, query, source_settings
+from tests.test_sla_known_answers import CONVERSATIONS, load_conversations
 
 CHARTS = ("compliance", "agent-breaches", "first-response", "backlog-age")
 CHROMIUM_FLAGS = (
@@ -51,6 +54,8 @@ def _sample() -> ReportData:
     data.agents = {"Ann Lee": (40, 5), "<script>alert(1)</script>": (3, 9), "Bo Chen": (12, 0)}
     data.first_responses = {510: [30, 200, 200, 1000, 5000], 533: [90000, 4000]}
     data.backlog_ages = {510: [100, 20000], 533: [700000]}
+    data.undetermined = {533: 4}
+    data.reconciliation = Reconciliation(Agreement(120, 2, 7), Agreement(125, 1, 3))
     data.channels = [510, 533]
     return data
 
@@ -91,6 +96,38 @@ def test_page_needs_no_network_and_escapes_what_it_shows():
     assert set(re.findall(r"https?://[^\s\"'<>]+", page)) == {"http://www.w3.org/2000/svg"}
 
 
+def test_summary_shows_undetermined_clocks_and_the_reconciliation():
+    page = render_html(_sample())
+    summary = re.search(r'<table class="summary">(.*?)</table>', page, re.DOTALL)
+    assert summary is not None and "<th>undetermined</th>" in summary.group(1)
+    rows = re.findall(r"<tr><td>(Stream \d+)</td>((?:<td>[^<]*</td>)+)</tr>", summary.group(1))
+    undetermined = {name: re.findall(r"<td>([^<]*)</td>", cells)[3] for name, cells in rows}
+    assert undetermined == {"Stream 510": "0", "Stream 533": "4"}
+    assert "<p>first replies vs CommBox firstResponseTime: 120 agree, 2 disagree (7 unknown)</p>" in page
+    assert "<p>last replies vs CommBox lastResponseTime: 125 agree, 1 disagree (3 unknown)</p>" in page
+
+
+def test_collect_counts_undetermined_clocks_and_disagreements(tmp_path):
+    pipeline = make_test_pipeline(tmp_path, name="html_known_answers")
+    load_conversations(pipeline, CONVERSATIONS)
+    build_views(pipeline)
+    data = collect(pipeline, days=400)
+    # the five clocks of conversations 130-134 that depend on an unknown-side message (stream 1)
+    assert data.undetermined == {1: 5}
+    assert data.reconciliation == Reconciliation(
+        Agreement(len(CONVERSATIONS) - 3, 1, 2), Agreement(len(CONVERSATIONS) - 2, 1, 1)
+    )
+    # undetermined first-response clocks have no response time: 131's and 133's, though stopped by a reply
+    (replied,) = query(
+        pipeline,
+        "select count(*) from commbox_reporting.fct_sla_events "
+        "where stream_id = 1 and metric = 'first_response' and stop_reason = 'responded'",
+    )[0]
+    assert len(data.first_responses[1]) == replied - 2
+    page = render_html(data)
+    assert "1 disagree (2 unknown)" in page
+
+
 def test_empty_period_still_renders_every_chart():
     data = ReportData(start=date(2024, 3, 1), end=date(2024, 3, 7), as_of=None, channels=[])
     page = render_html(data)
@@ -123,7 +160,8 @@ def test_numbers_come_from_the_marts(loaded):
     (responses,) = query(
         loaded,
         "select count(*) from commbox_reporting.fct_sla_events where metric = 'first_response' "
-        f"and stop_reason = 'responded' and started_local_date between '{data.start}' and '{data.end}'",
+        "and stop_reason = 'responded' and not is_undetermined "
+        f"and started_local_date between '{data.start}' and '{data.end}'",
     )[0]
     assert sum(len(v) for v in data.first_responses.values()) == responses > 0
     (open_now,) = query(loaded, "select count(*) from commbox_reporting.fct_conversations where is_open")[0]

@@ -10,6 +10,10 @@ inline SVG drawn here, from the marts in `commbox_reporting`:
 - the backlog by age (`fct_conversations` open at the build's as-of, `int_build_params`), stacked by
   channel.
 
+Above the charts, a summary per channel (met, breached, undetermined: clocks that depend on a message
+whose sender is unknown, counted apart) and the reconciliation with CommBox's own firstResponseTime /
+lastResponseTime (`report.read_reconciliation`, the same lines as `commbox-etl status`).
+
 The period is the last `days` local dates that have SLA events. Figures are `<figure class="chart"
 data-chart="...">`; marks carry `class="series"` or `class="bar"` and a `<title>` with the exact
 numbers (shown on hover).
@@ -24,6 +28,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from .report import RECONCILIATION_NOT_BUILT, UNDETERMINED_NOTE, Reconciliation, read_reconciliation
 
 REPORTING_SCHEMA = "commbox_reporting"
 # Okabe-Ito: tells channels apart for colour-blind readers too; yellow left out (too light on white).
@@ -70,6 +76,10 @@ class ReportData:
     first_responses: dict[int, list[float]] = field(default_factory=dict)
     # stream_id -> age in seconds of each open conversation at as_of
     backlog_ages: dict[int, list[float]] = field(default_factory=dict)
+    # stream_id -> clocks in the period that depend on an unknown-side message (neither met nor breached)
+    undetermined: dict[int, int] = field(default_factory=dict)
+    # first/last agent replies vs CommBox's figures; None = the reconciliation view is missing
+    reconciliation: Reconciliation | None = None
 
 
 def channel_name(stream_id: int) -> str:
@@ -117,13 +127,17 @@ def collect(pipeline: Any, days: int = 7, schema: str = REPORTING_SCHEMA) -> Rep
         end = _as_date(last) if last is not None else (as_of or datetime.now(UTC)).date()
         start = end - timedelta(days=max(1, days) - 1)
         data = ReportData(start=start, end=end, as_of=as_of, channels=[])
-        for stream_id, local_date, met, breached in rows(
-            f"select stream_id, local_date, met_events, breached_events from {schema}.agg_channel_sla_daily "
-            "where local_date >= %s and local_date <= %s",
+        for stream_id, local_date, met, breached, undetermined in rows(
+            f"select stream_id, local_date, met_events, breached_events, undetermined_events "
+            f"from {schema}.agg_channel_sla_daily where local_date >= %s and local_date <= %s",
             start,
             end,
         ):
             data.daily[(int(stream_id), _as_date(local_date))] = (int(met or 0), int(breached or 0))
+            if undetermined:
+                data.undetermined[int(stream_id)] = data.undetermined.get(int(stream_id), 0) + int(
+                    undetermined
+                )
         names = {
             int(manager_id): " ".join(part for part in (first, last_name) if part) or f"Agent {manager_id}"
             for manager_id, first, last_name in rows(
@@ -143,7 +157,7 @@ def collect(pipeline: Any, days: int = 7, schema: str = REPORTING_SCHEMA) -> Rep
             data.agents[label] = (int(met or 0), int(breached or 0))
         for stream_id, seconds in rows(
             f"select stream_id, calendar_seconds from {schema}.fct_sla_events "
-            "where metric = 'first_response' and stop_reason = 'responded' "
+            "where metric = 'first_response' and stop_reason = 'responded' and not is_undetermined "
             "and started_local_date >= %s and started_local_date <= %s",
             start,
             end,
@@ -158,6 +172,7 @@ def collect(pipeline: Any, days: int = 7, schema: str = REPORTING_SCHEMA) -> Rep
                 if created is not None:
                     age = max(0.0, (as_of - created).total_seconds())
                     data.backlog_ages.setdefault(int(stream_id), []).append(age)
+        data.reconciliation = read_reconciliation(client, schema)
     data.channels = sorted(
         {key[0] for key in data.daily} | set(data.first_responses) | set(data.backlog_ages)
     )
@@ -404,6 +419,8 @@ figcaption span { color: #666; font-size: 12px; }
 table { border-collapse: collapse; margin: 0 0 20px; font-size: 13px; }
 th, td { padding: 4px 12px; border-bottom: 1px solid #e5e5e5; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
+.notes { margin: -12px 0 20px; font-size: 13px; color: #333; }
+.notes p { margin: 2px 0; }
 """
 
 
@@ -413,7 +430,7 @@ def _pct(met: int, breached: int) -> float | None:
 
 def _summary_table(data: ReportData) -> str:
     head = "<tr><th>channel</th><th>SLA clocks decided</th><th>met</th><th>breached</th>"
-    head += "<th>compliance</th><th>median first response</th><th>open now</th></tr>"
+    head += "<th>undetermined</th><th>compliance</th><th>median first response</th><th>open now</th></tr>"
     body = []
     for stream_id in data.channels:
         met = sum(m for (s, _), (m, _b) in data.daily.items() if s == stream_id)
@@ -423,10 +440,13 @@ def _summary_table(data: ReportData) -> str:
         median = _duration(_median(responses)) if responses else "-"
         body.append(
             f"<tr><td>{_e(channel_name(stream_id))}</td><td>{met + breached}</td><td>{met}</td>"
-            f"<td>{breached}</td><td>{'-' if compliance is None else f'{compliance:.1%}'}</td>"
+            f"<td>{breached}</td><td>{data.undetermined.get(stream_id, 0)}</td>"
+            f"<td>{'-' if compliance is None else f'{compliance:.1%}'}</td>"
             f"<td>{median}</td><td>{len(data.backlog_ages.get(stream_id, []))}</td></tr>"
         )
-    return f'<table class="summary">{head}{"".join(body)}</table>'
+    lines = data.reconciliation.lines() if data.reconciliation else [RECONCILIATION_NOT_BUILT]
+    notes = "".join(f"<p>{_e(line)}</p>" for line in [UNDETERMINED_NOTE, *lines])
+    return f'<table class="summary">{head}{"".join(body)}</table><div class="notes">{notes}</div>'
 
 
 def _median(values: Sequence[float]) -> float:
