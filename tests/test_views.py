@@ -1,4 +1,5 @@
-"""The view renderer: the per-dialect rewrites, the BigQuery translation of every view, house rules."""
+"""The view renderer: the per-dialect rewrites, the BigQuery translation of every view, house rules;
+the reconciliation with the simulator's own first/last response times."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ from datetime import UTC, datetime
 import pytest
 import sqlglot
 
+from pipelines.commbox.ops import read_status, render_status
+from pipelines.commbox.runner import build_reporting_views
 from pipelines.commbox.views import DIALECTS, SQL_DIR, materializations, render_views, translate, view_files
+from pipelines.commbox_sim.config import PROFILES
+from tests.helpers import load, make_test_pipeline, query
 
 
 @pytest.mark.parametrize(
@@ -82,3 +87,48 @@ def test_materializations_are_tables_or_views():
     assert set(kinds.values()) <= {"table", "view"}
     assert kinds["fct_sla_events"] == "table"
     assert kinds["agg_channel_sla_daily"] == "view"
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_first_replies_agree_with_the_simulators_first_response_time(sim_factory, tmp_path, profile):
+    """The simulator's firstResponseTime/lastResponseTime are its first/last human agent message
+    (bots left out, an outbound first message included), as the reconciliation reads CommBox's: on a
+    full load and after new messages, reopenings and reassignments, nothing disagrees."""
+    sim = sim_factory(profile=profile)
+    pipeline = make_test_pipeline(tmp_path)
+    load(pipeline, sim)
+    sim.mutate(new=5, messages=15, closures=3, reassignments=3, reopen=2)
+    load(pipeline, sim)
+    assert build_reporting_views(pipeline)
+    counts = {
+        (kind, agreement): n
+        for kind, agreement, n in query(
+            pipeline,
+            "select 'first', first_response_agreement, count(*) "
+            "from commbox_reporting.fct_first_response_reconciliation group by first_response_agreement "
+            "union all select 'last', last_response_agreement, count(*) "
+            "from commbox_reporting.fct_first_response_reconciliation group by last_response_agreement",
+        )
+    }
+    assert counts.get(("first", "disagree"), 0) == 0 and counts.get(("last", "disagree"), 0) == 0
+    # every conversation is compared, and a sender left unknown is reported as such, not hidden
+    (unknown_messages,) = query(
+        pipeline,
+        "select count(*) from commbox_reporting.int_messages_classified where sender_side = 'unknown'",
+    )[0]
+    conversations = len(sim.truth.objects())
+    for kind in ("first", "last"):
+        assert sum(n for (k, _), n in counts.items() if k == kind) == conversations
+        if unknown_messages == 0:
+            assert counts[(kind, "agree")] == conversations
+    with_responses = query(
+        pipeline,
+        "select count(*) from commbox_reporting.fct_first_response_reconciliation "
+        "where commbox_first_response_at is not null and is_in_agreement",
+    )[0][0]
+    assert with_responses > conversations / 2  # the agreement is about real replies, not NULL = NULL
+    status = read_status(pipeline)
+    assert status.reconciliation is not None and status.reconciliation.first_response.disagree == 0
+    assert re.search(
+        r"first replies vs CommBox firstResponseTime: [\d,]+ agree, 0 disagree", render_status(status)
+    )
