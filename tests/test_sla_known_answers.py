@@ -24,9 +24,11 @@ the assertions read through a connection that keeps it, so the views must not de
 from __future__ import annotations
 
 import itertools
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import dlt
@@ -753,3 +755,20 @@ def test_first_response_reconciliation(warehouse):
     assert last == {"agree": len(rows) - 2, "disagree": 1, "unknown": 1}
     assert rows[135]["last_response_difference_seconds"] == pytest.approx(-2400)
     assert rows[135]["is_last_response_in_agreement"] is False
+
+
+def test_reconciliation_page_tells_the_truth(warehouse):
+    """docs/reconciliation.md: its column table is the view's columns, its example query runs."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "reconciliation.md").read_text()
+    section = page.split("## Reconciliation", 1)[1]
+    documented = {
+        name
+        for row in re.findall(r"^\| (`[^|]+`) \|", section, re.MULTILINE)
+        for name in re.findall(r"`(\w+)`", row)
+    }
+    (row,) = warehouse.query("select * from commbox_reporting.fct_first_response_reconciliation limit 1")
+    assert documented == set(row)
+    (query,) = re.findall(r"```sql\n(.*?);?\n```", page, re.DOTALL)
+    assert [r["object_id"] for r in warehouse.query(query)] == [135]
+    for state in ("ok", "warning", "critical", "breached", "met", "undetermined"):
+        assert f"`{state}`" in page
