@@ -96,6 +96,17 @@ def _configure_logging(level: str) -> None:
     )
     # requests/urllib3 at DEBUG print URLs only, never headers; keep them quieter anyway.
     logging.getLogger("urllib3").setLevel(max(logging.WARNING, logging.getLogger().level))
+    install_redaction()
+
+
+def install_redaction() -> None:
+    """Redact secrets from every log line: on the root handlers (our loggers, libraries) and on
+    dlt's logger, which may log through a handler of its own."""
+    from pipelines.commbox.redact import RedactingFilter
+
+    for target in (*logging.getLogger().handlers, logging.getLogger("dlt"), logging.getLogger("commbox")):
+        if not any(isinstance(existing, RedactingFilter) for existing in target.filters):
+            target.addFilter(RedactingFilter())
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -281,7 +292,7 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     from pipelines.commbox.client import ApiError
     from pipelines.commbox.config import ConfigError
-    from pipelines.commbox.runner import RunLocked
+    from pipelines.commbox.runner import RunLocked, ViewsFailed
 
     parser = build_parser()
     # argparse's REMAINDER does not pass on arguments that look like options, so everything after
@@ -295,29 +306,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except ConfigError as error:
-        print(f"commbox-etl: configuration error: {error}", file=sys.stderr)
+        print(f"commbox-etl: configuration error: {_one_line(error)}", file=sys.stderr)
         return EXIT_CONFIG
     except RunLocked as error:
-        print(f"commbox-etl: {error}", file=sys.stderr)
+        print(f"commbox-etl: {_one_line(error)}", file=sys.stderr)
         return EXIT_LOCKED
     except ApiError as error:
-        print(f"commbox-etl: failed: {error}", file=sys.stderr)
+        print(f"commbox-etl: failed: {_one_line(error)}", file=sys.stderr)
         return EXIT_FAILED
     except PipelineStepFailed as error:
         cause = error.__cause__ or error.exception
         if isinstance(cause, ConfigError):
-            print(f"commbox-etl: configuration error: {cause}", file=sys.stderr)
+            print(f"commbox-etl: configuration error: {_one_line(cause)}", file=sys.stderr)
             return EXIT_CONFIG
         print(f"commbox-etl: failed in {error.step}: {_one_line(cause)}", file=sys.stderr)
+        return EXIT_FAILED
+    except ViewsFailed as error:
+        print(f"commbox-etl: failed in {_one_line(error)}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("commbox-etl: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        # Anything else is still one line for the operator; the traceback is for --log-level DEBUG.
+        log.debug("%s failed", args.command, exc_info=True)
+        print(f"commbox-etl: failed: {type(error).__name__}: {_one_line(error)}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split())
-    return text[:500]
+    """The error's text on one line, secrets redacted (an error may quote a header or a URL)."""
+    from pipelines.commbox.redact import redact
+
+    return redact(" ".join(str(error).split()))[:500]
 
 
 if __name__ == "__main__":

@@ -717,6 +717,12 @@ def test_undetermined_clocks_are_counted_apart(warehouse):
         "from commbox_reporting.agg_agent_daily where local_date = date '2024-03-13'"
     )
     assert (agents["events"], agents["undetermined"]) == (13, 5)
+    # at the end of Wed 03-13, 130's and 134's possible clocks still run; none before that day
+    backlog = warehouse.query(
+        "select local_date, undetermined_conversations from commbox_reporting.fct_backlog_daily "
+        "where stream_id = 1 and local_date in (date '2024-03-12', date '2024-03-13') order by local_date"
+    )
+    assert [r["undetermined_conversations"] for r in backlog] == [0, 2]
 
 
 # object_id -> first agent message, CommBox's firstResponseTime, difference (s), agreement, in agreement

@@ -195,7 +195,9 @@ class CommBoxClient:
         request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT_SECONDS,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._auth = f"Bearer {api_key}"
+        # Keys read from files and Kubernetes secrets end in a newline; requests would refuse the
+        # header and quote it, key included, in its error.
+        self._auth = f"Bearer {api_key.strip()}"
         self.budget = RequestBudget(max_concurrency, max_requests_per_second)
         self.max_retry_wait_seconds = max_retry_wait_seconds
         self.max_attempts = max(1, max_attempts)

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import math
+import os
 import re
-from collections.abc import Iterable
+import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
 from .normalise import parse_timestamp
-from .settings import ACTIVITY_TYPE_NAMES, DEFAULT_START_DAYS_AGO, MAX_PAGE_SIZE, TIME_FILTER_MODES
+from .redact import MASK, register_secret, url_password
+from .settings import (
+    ACTIVITY_TYPE_NAMES,
+    DEFAULT_ACTIVITY_TYPES,
+    DEFAULT_START_DAYS_AGO,
+    MAX_PAGE_SIZE,
+    TIME_FILTER_MODES,
+)
 
 PLACEHOLDER_KEYS = frozenset({"", "<your api key>", "your-api-key", "changeme", "replace-me"})
 _NAMES_TO_TYPES = {name.lower(): number for number, name in ACTIVITY_TYPE_NAMES.items()}
@@ -18,6 +28,29 @@ _NAMES_TO_TYPES = {name.lower(): number for number, name in ACTIVITY_TYPE_NAMES.
 
 class ConfigError(ValueError):
     """The configuration cannot work; the message says which key and why, in one line."""
+
+
+# Accepted ranges of the numeric settings, inclusive: (low, high, whole numbers only). Values outside
+# them cannot make a useful run (a pace of one request a day, a million threads) and some would hang
+# it, so they are refused before any request. docs/configuration.md lists them.
+BOUNDS: dict[str, tuple[float, float, bool]] = {
+    "window_hours": (0.01, 8784.0, False),
+    "max_window_days": (0.01, 366.0, False),
+    "lookback_seconds": (0, 30 * 86400, True),
+    "safety_margin_seconds": (0, 86400, True),
+    # One object a page cannot tell a full page from a capped one: every window splits down to a
+    # single second (60 conversations took 128,913 requests). Ten is the smallest page the window
+    # logic verifies (MIN_SUSPECT_COUNT).
+    "page_size": (10, MAX_PAGE_SIZE, True),
+    "max_concurrency": (1, 64, True),
+    # 0 means no ceiling; otherwise at least one request every two seconds.
+    "max_requests_per_second": (0.5, 1000.0, False),
+    "max_retry_wait_seconds": (0.1, 3600.0, False),
+    "request_timeout_seconds": (1.0, 3600.0, False),
+    "created_mode_reread_days": (0, 366, False),
+}
+# dlt dataset names become schema names: PostgreSQL and BigQuery identifiers, unquoted.
+DATASET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 @dataclass(frozen=True)
@@ -90,11 +123,15 @@ def parse_stream_ids(value: Any) -> tuple[int, ...]:
 
 
 def parse_activity_types(value: Any) -> tuple[int, ...]:
-    """Activity types by number or by name (StatusChange, AssignChange, ...)."""
+    """Activity types by number or by name (StatusChange, AssignChange, ...): a TOML array, or a
+    comma-separated string as the environment gives it; `[]` or an empty string mean none; None
+    (not configured) means the default types."""
     if value is None:
-        return ()
+        return tuple(int(t) for t in DEFAULT_ACTIVITY_TYPES)
     if isinstance(value, str):
         value = [part.strip() for part in value.strip().strip("[]").split(",") if part.strip()]
+    elif isinstance(value, (bool, float, Mapping)):
+        raise ConfigError(f"activity_types: expected a list of activity types, got {type(value).__name__}")
     types = []
     for item in value if isinstance(value, (list, tuple)) else [value]:
         text = str(item).strip().strip("'\"")
@@ -107,15 +144,28 @@ def parse_activity_types(value: Any) -> tuple[int, ...]:
     return tuple(dict.fromkeys(types))
 
 
-def _positive(value: Any, key: str, *, allow_zero: bool = False) -> float:
+def bounded(value: Any, key: str, *, zero_means_none: bool = False) -> float:
+    """`value` as a finite number inside `BOUNDS[key]`, else a `ConfigError` naming the range.
+
+    Booleans are refused (TOML `true` is not a number) and so are inf and nan, which would pass any
+    comparison-based check or hang a pacing loop.
+    """
+    low, high, whole = BOUNDS[key]
+    if isinstance(value, bool):
+        raise ConfigError(f"{key}: {value!r} is not a number")
     try:
-        number = float(value)
+        number = float(str(value).strip()) if isinstance(value, str) else float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{key}: {value!r} is not a number") from None
-    if number < 0 or (number == 0 and not allow_zero):
-        raise ConfigError(
-            f"{key}: must be {'zero or more' if allow_zero else 'more than zero'}, got {value!r}"
-        )
+    if not math.isfinite(number):
+        raise ConfigError(f"{key}: {value!r} is not a finite number")
+    if zero_means_none and number == 0:
+        return 0.0
+    if whole and not number.is_integer():
+        raise ConfigError(f"{key}: {value!r} is not a whole number")
+    if not low <= number <= high:
+        extra = " (or 0 for none)" if zero_means_none else ""
+        raise ConfigError(f"{key}: {value!r} is outside the accepted range {low:g} to {high:g}{extra}")
     return number
 
 
@@ -135,6 +185,68 @@ def _pseudonymize(value: Any, key: Any) -> bool:
             "in .dlt/secrets.toml or SOURCES__COMMBOX__PSEUDONYMIZE_KEY (nothing is read without it)"
         )
     return enabled
+
+
+def validate_dataset_name(name: Any, key: str = "dataset") -> str:
+    """A dataset name usable as a schema on every destination, else a `ConfigError`."""
+    text = str(name or "").strip()
+    if not DATASET_NAME.fullmatch(text):
+        raise ConfigError(
+            f"{key}: {name!r} is not a valid dataset name (letters, digits and underscores, "
+            "not starting with a digit, at most 63 characters)"
+        )
+    return text
+
+
+def _api_key(value: Any) -> str:
+    """The key stripped of surrounding whitespace (files and Kubernetes secrets end in a newline);
+    whitespace or control characters inside it are refused, without showing it."""
+    if not isinstance(value, str) or value.strip().lower() in PLACEHOLDER_KEYS:
+        raise ConfigError(
+            "api_key: missing; set sources.commbox.api_key in .dlt/secrets.toml or SOURCES__COMMBOX__API_KEY"
+        )
+    register_secret(value)
+    key = value.strip()
+    if any(char.isspace() or not char.isprintable() for char in key):
+        raise ConfigError("api_key: contains whitespace or control characters inside it (value not shown)")
+    return key
+
+
+def _base_url(value: Any) -> str:
+    text = str(value or "").strip()
+    password = url_password(text)
+    if password:
+        register_secret(password)
+    parsed = urlparse(text)
+    shown = redact_url(text)
+    if parsed.scheme not in {"http", "https"} or not parsed.netloc:
+        raise ConfigError(f"base_url: {shown!r} is not an http(s) URL")
+    if parsed.username or parsed.password:
+        # requests would turn them into Basic auth and drop the Bearer key: the run could only fail.
+        raise ConfigError(
+            f"base_url: {shown!r} carries a user name or password; the CommBox API authenticates with "
+            "api_key only, remove them from the URL"
+        )
+    return text.rstrip("/")
+
+
+def redact_url(url: Any) -> str:
+    """The URL with the password of its `user:password@` part replaced by `***`."""
+    text = str(url or "")
+    password = url_password(text)
+    return text.replace(f":{password}@", f":{MASK}@", 1) if password else text
+
+
+def _start(start_date: Any) -> datetime:
+    if start_date in (None, ""):
+        return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
+            days=DEFAULT_START_DAYS_AGO
+        )
+    start_at = parse_moment(start_date, "start_date")
+    if start_at > datetime.now(UTC):
+        # A first run from the future reads nothing and stores a cursor there: silently empty.
+        raise ConfigError(f"start_date: {start_at.date()} is in the future")
+    return start_at
 
 
 def validate(
@@ -161,56 +273,119 @@ def validate(
     pseudonymize: Any = False,
     pseudonymize_key: Any = None,
 ) -> SourceSettings:
-    if not isinstance(api_key, str) or api_key.strip().lower() in PLACEHOLDER_KEYS:
-        raise ConfigError(
-            "api_key: missing; set sources.commbox.api_key in .dlt/secrets.toml or SOURCES__COMMBOX__API_KEY"
-        )
-    parsed_url = urlparse(str(base_url or ""))
-    if parsed_url.scheme not in {"http", "https"} or not parsed_url.netloc:
-        raise ConfigError(f"base_url: {base_url!r} is not an http(s) URL")
-    start_at = (
-        parse_moment(start_date, "start_date")
-        if start_date not in (None, "")
-        else datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        - timedelta(days=DEFAULT_START_DAYS_AGO)
-    )
+    """Every setting of the source checked and typed, before any request.
+
+    Returns:
+        The settings the source runs with.
+
+    Raises:
+        ConfigError: one line naming the key and what is wrong with it; secrets are never shown.
+    """
+    _api_key(api_key)
+    if isinstance(pseudonymize_key, str):
+        register_secret(pseudonymize_key)
+    url = _base_url(base_url)
+    start_at = _start(start_date)
     end_at = parse_moment(end_date, "end_date") if end_date not in (None, "") else None
     if end_at is not None and end_at <= start_at:
         raise ConfigError(f"end_date: {end_at.date()} is not after start_date {start_at.date()}")
     if backfill and end_at is None:
         raise ConfigError("end_date: a backfill needs an end")
-    size = int(_positive(page_size, "page_size"))
-    if size > MAX_PAGE_SIZE:
-        raise ConfigError(f"page_size: the API returns at most {MAX_PAGE_SIZE} objects a call, got {size}")
+    size = int(bounded(page_size, "page_size"))
     mode = str(time_filter_mode).strip().lower()
     if mode not in TIME_FILTER_MODES:
         raise ConfigError(
             f"time_filter_mode: {time_filter_mode!r} is not one of {', '.join(TIME_FILTER_MODES)}"
         )
-    window_seconds = max(1, int(_positive(window_hours, "window_hours") * 3600))
-    max_window_seconds = max(window_seconds, int(_positive(max_window_days, "max_window_days") * 86400))
+    window_seconds = max(1, int(bounded(window_hours, "window_hours") * 3600))
+    max_window_seconds = max(window_seconds, int(bounded(max_window_days, "max_window_days") * 86400))
     return SourceSettings(
-        base_url=str(base_url).rstrip("/"),
+        base_url=url,
         stream_ids=parse_stream_ids(stream_ids),
         start_at=start_at,
         end_at=end_at,
         window_seconds=window_seconds,
         max_window_seconds=max_window_seconds,
-        lookback_seconds=int(_positive(lookback_seconds, "lookback_seconds", allow_zero=True)),
-        safety_margin_seconds=int(_positive(safety_margin_seconds, "safety_margin_seconds", allow_zero=True)),
+        lookback_seconds=int(bounded(lookback_seconds, "lookback_seconds")),
+        safety_margin_seconds=int(bounded(safety_margin_seconds, "safety_margin_seconds")),
         page_size=size,
         include_transcripts=_bool(include_transcripts, "include_transcripts"),
         activity_types=parse_activity_types(activity_types),
-        max_concurrency=max(1, int(_positive(max_concurrency, "max_concurrency"))),
-        max_requests_per_second=_positive(
-            max_requests_per_second, "max_requests_per_second", allow_zero=True
+        max_concurrency=int(bounded(max_concurrency, "max_concurrency")),
+        max_requests_per_second=bounded(
+            max_requests_per_second, "max_requests_per_second", zero_means_none=True
         ),
-        max_retry_wait_seconds=_positive(max_retry_wait_seconds, "max_retry_wait_seconds"),
-        request_timeout_seconds=_positive(request_timeout_seconds, "request_timeout_seconds"),
+        max_retry_wait_seconds=bounded(max_retry_wait_seconds, "max_retry_wait_seconds"),
+        request_timeout_seconds=bounded(request_timeout_seconds, "request_timeout_seconds"),
         time_filter_mode=mode,
         created_mode_reread_seconds=int(
-            _positive(created_mode_reread_days, "created_mode_reread_days", allow_zero=True) * 86400
+            bounded(created_mode_reread_days, "created_mode_reread_days") * 86400
         ),
         backfill=backfill,
         pseudonymize=_pseudonymize(pseudonymize, pseudonymize_key),
     )
+
+
+def config_error_from_dlt(error: Exception) -> ConfigError:
+    """dlt's own configuration errors (a missing key, a value it cannot coerce to the argument's
+    type) as one-line `ConfigError`s naming the key; a secret's value is never shown."""
+    from dlt.common.configuration.exceptions import (
+        ConfigFieldMissingException,
+        ConfigValueCannotBeCoercedException,
+    )
+
+    if isinstance(error, ConfigFieldMissingException):
+        return ConfigError(
+            f"{', '.join(error.fields)}: missing; set it in .dlt/secrets.toml or as "
+            f"SOURCES__COMMBOX__{error.fields[0].upper()}"
+        )
+    if isinstance(error, ConfigValueCannotBeCoercedException):
+        key = error.field_name
+        hint = getattr(error.hint, "__name__", None) or str(error.hint)
+        kind = {"int": "a whole number", "float": "a number", "bool": "true or false"}.get(hint, hint)
+        shown = "(value not shown)" if "key" in key else repr(error.field_value)
+        return ConfigError(f"{key}: {shown} is not {kind}")
+    return ConfigError(" ".join(str(error).split())[:300])
+
+
+def _env_value(text: str) -> Any:
+    """An environment value as TOML would read it (`60`, `true`, `[1, 2]`), else the text itself."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def sla_section(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The `[sla]` configuration with `SLA__...` environment variables laid over it.
+
+    dlt looks a whole section up in the TOML files only, so `SLA__DEFAULT__TIMEZONE` would be ignored
+    without this; the environment wins, as it does for every other key.
+    """
+    import dlt
+
+    try:
+        section = dlt.config["sla"]
+    except KeyError:
+        section = {}
+    merged: dict[str, Any] = _plain_dict(section)
+    for name, value in sorted((environ if environ is not None else os.environ).items()):
+        if not name.upper().startswith("SLA__"):
+            continue
+        path = [part.lower() for part in name.split("__")[1:] if part]
+        if not path:
+            continue
+        node = merged
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = node[part] = {}
+            node = child
+        node[path[-1]] = _env_value(value)
+    return merged
+
+
+def _plain_dict(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(key): _plain_dict(item) for key, item in value.items()}
+    return value

@@ -19,11 +19,14 @@ from typing import Any
 
 import dlt
 import requests
-from dlt.common.configuration.exceptions import ConfigFieldMissingException
+from dlt.common.configuration.exceptions import (
+    ConfigFieldMissingException,
+    ConfigValueCannotBeCoercedException,
+)
 from dlt.common.versioned_state import decompress_state
 
 from .client import ApiError, AuthError, CommBoxClient
-from .config import ConfigError
+from .config import ConfigError, config_error_from_dlt
 from .report import RECONCILIATION_NOT_BUILT, Reconciliation, read_reconciliation
 from .settings import MANAGERS, STATS_STREAMS, SYSTEM_STATUS
 from .tables import TABLE_COLUMNS
@@ -350,8 +353,11 @@ class Check:
     warning: bool = False
 
     def line(self) -> str:
+        """One line per check; secrets are redacted (a message may quote a URL or an error)."""
+        from .redact import redact
+
         mark = "warn" if self.warning else ("ok  " if self.ok else "FAIL")
-        return f"{mark} {self.name}: {self.message}"
+        return redact(f"{mark} {self.name}: {' '.join(self.message.split())}")
 
 
 @dataclass
@@ -361,7 +367,17 @@ class _Context:
 
 
 def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:300]
+    from .redact import redact
+
+    return redact(" ".join(str(error).split()))[:300]
+
+
+def _guarded(name: str, check: Callable[[], Check]) -> Check:
+    """Run one check; whatever it raises becomes a failed check of one line, never a traceback."""
+    try:
+        return check()
+    except Exception as error:
+        return Check(name, False, f"{type(error).__name__}: {_one_line(error)}")
 
 
 def _check_config(context: _Context, overrides: dict[str, Any]) -> Check:
@@ -375,6 +391,10 @@ def _check_config(context: _Context, overrides: dict[str, Any]) -> Check:
             "config",
             False,
             f"{key} is missing: set it in .dlt/secrets.toml [sources.commbox] or as SOURCES__COMMBOX__{key.upper()}",
+        )
+    except ConfigValueCannotBeCoercedException as error:
+        return Check(
+            "config", False, f"{config_error_from_dlt(error)}: fix it in .dlt/config.toml or the environment"
         )
     except ConfigError as error:
         return Check("config", False, f"{error}: fix it in .dlt/config.toml or the environment")
@@ -538,12 +558,15 @@ def run_doctor(
         timeout: seconds to wait for the API.
     """
     context = _Context()
-    checks = [_check_config(context, dict(overrides or {})), _check_sla()]
+    checks = [
+        _guarded("config", lambda: _check_config(context, dict(overrides or {}))),
+        _guarded("sla", _check_sla),
+    ]
     if context.settings is not None:
-        api = _check_api(context, timeout)
+        api = _guarded("api", lambda: _check_api(context, timeout))
         checks.append(api)
         if api.ok:
-            checks.append(_check_key(context, timeout))
-    checks.append(_check_destination(make_pipeline))
-    checks.append(_check_lock(make_pipeline))
+            checks.append(_guarded("key", lambda: _check_key(context, timeout)))
+    checks.append(_guarded("destination", lambda: _check_destination(make_pipeline)))
+    checks.append(_guarded("lock", lambda: _check_lock(make_pipeline)))
     return checks

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import logging
 import os
@@ -21,13 +22,24 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import dlt
-from dlt.common.configuration.exceptions import ConfigFieldMissingException
+from dlt.common.configuration.exceptions import (
+    ConfigFieldMissingException,
+    ConfigValueCannotBeCoercedException,
+)
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from . import commbox_source
 from .client import ApiError
-from .config import ConfigError, parse_moment, parse_stream_ids
+from .config import (
+    ConfigError,
+    config_error_from_dlt,
+    parse_moment,
+    parse_stream_ids,
+    sla_section,
+    validate_dataset_name,
+)
+from .redact import redact, scrub_trace
 from .settings import DEFAULT_DUCKDB_FILE, DEFAULT_PIPELINE_NAME, DEFAULT_RAW_DATASET, DUCKDB_MEMORY_LIMIT
 
 logger = logging.getLogger("commbox.runner")
@@ -108,7 +120,7 @@ def make_pipeline(
     """A dlt pipeline on the chosen destination; DuckDB writes `commbox.duckdb` in the working
     directory unless `destination.duckdb.credentials` says otherwise."""
     name = resolve_destination(destination)
-    dataset_name = dataset or dlt.config.get("dataset_name") or DEFAULT_RAW_DATASET
+    dataset_name = validate_dataset_name(dataset or dlt.config.get("dataset_name") or DEFAULT_RAW_DATASET)
     target: Any = name
     configured = dlt.config.get("destination.duckdb.credentials") if name == "duckdb" else None
     if name == "duckdb" and (not configured or isinstance(configured, str)):
@@ -234,6 +246,21 @@ def _progress_reporter(context: Any, stop: threading.Event) -> None:
         logger.info("progress: requests=%s %s", context.client.stats.get("requests", 0), streams)
 
 
+def _scrubbing_trace(run: Callable[..., RunSummary]) -> Callable[..., RunSummary]:
+    """Rewrite dlt's trace file without secrets once the run ends, whichever way it ends (see
+    `redact.scrub_trace`)."""
+
+    @functools.wraps(run)
+    def wrapper(pipeline: dlt.Pipeline, *args: Any, **kwargs: Any) -> RunSummary:
+        try:
+            return run(pipeline, *args, **kwargs)
+        finally:
+            scrub_trace(pipeline)
+
+    return wrapper
+
+
+@_scrubbing_trace
 def run_pipeline(
     pipeline: dlt.Pipeline,
     *,
@@ -263,11 +290,8 @@ def run_pipeline(
         overrides.update(start_date=start, end_date=end, backfill=True)
     try:
         source = commbox_source(**overrides)
-    except ConfigFieldMissingException as missing:
-        raise ConfigError(
-            f"{', '.join(missing.fields)}: missing; set it in .dlt/secrets.toml or as "
-            f"SOURCES__COMMBOX__{missing.fields[0].upper()}"
-        ) from None
+    except (ConfigFieldMissingException, ConfigValueCannotBeCoercedException) as error:
+        raise config_error_from_dlt(error) from None
     context = source.resources["conversations"].run_context
     summary = RunSummary(pipeline.pipeline_name, pipeline.destination.destination_name, pipeline.dataset_name)
     with pipeline_lock(pipeline):
@@ -307,21 +331,55 @@ def run_pipeline(
         pipeline.normalize()
         load_info = _load(pipeline)
         load_info.raise_on_failed_jobs()
-    trace = pipeline.last_trace
-    if trace is not None and trace.last_normalize_info is not None:
-        summary.rows = {
-            table: count
-            for table, count in trace.last_normalize_info.row_counts.items()
-            if not table.startswith("_dlt")
-        }
+    summary.rows = loaded_row_counts(pipeline)
     for warning, count in sorted(summary.warnings.items()):
         logger.warning("%s (%s×)", warning, count)
     if build_views:
-        summary.views = _waiting_for_destination_lock(
-            "views", lambda: build_reporting_views(pipeline, sla_config=sla_config)
-        )
+        try:
+            summary.views = _waiting_for_destination_lock(
+                "views", lambda: build_reporting_views(pipeline, sla_config=sla_config)
+            )
+        except Exception as error:
+            raise ViewsFailed(
+                f"views: {_innermost_line(error)}; this run's raw data is loaded, "
+                "`commbox-etl views` rebuilds the views"
+            ) from error
     summary.seconds = time.monotonic() - started
     return summary
+
+
+class ViewsFailed(RuntimeError):
+    """The load completed but the SLA views could not be built; the message is one line."""
+
+
+def _innermost_line(error: BaseException) -> str:
+    """The first line of the deepest cause: dlt wraps a lost connection in step and job errors
+    whose own text is a traceback."""
+    while (error.__cause__ or error.__context__) is not None:
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return redact(f"{type(error).__name__}: {lines[0] if lines else ''}")[:300]
+
+
+def loaded_row_counts(pipeline: dlt.Pipeline) -> dict[str, int]:
+    """Rows this run loaded, per table (dlt's bookkeeping tables left out).
+
+    The normalize step's counts are right for Parquet, but its CSV writer (PostgreSQL) adds up the
+    number of fields of every row (`rows.streams=32` for 4 streams), so for CSV the counts of the
+    extract step are taken: normalisation neither adds nor drops rows here (no nested tables).
+    """
+    trace = pipeline.last_trace
+    if trace is None:
+        return {}
+    counts: dict[str, int] = {}
+    if preferred_file_format(pipeline) == "csv" and trace.last_extract_info is not None:
+        for metrics in trace.last_extract_info.metrics.values():
+            for step in metrics:
+                for table, metric in step["table_metrics"].items():
+                    counts[table] = counts.get(table, 0) + metric.items_count
+    elif trace.last_normalize_info is not None:
+        counts = dict(trace.last_normalize_info.row_counts)
+    return {table: count for table, count in counts.items() if not table.startswith("_dlt")}
 
 
 def read_sla_config() -> Any:
@@ -329,7 +387,7 @@ def read_sla_config() -> Any:
     from .sla import load_sla_config
 
     try:
-        return load_sla_config()
+        return load_sla_config(sla_section())
     except ValueError as error:
         raise ConfigError(str(error)) from None
 
