@@ -230,7 +230,9 @@ def _last_run(pipeline: dlt.Pipeline) -> LastRun | None:
 
 
 def read_status(pipeline: dlt.Pipeline, now: datetime | None = None) -> Status:
-    """What the destination holds for this dataset: streams, rows, the last load and run.
+    """What the destination holds for this dataset: streams, rows, the last load and run, and how
+    many conversations' first/last agent replies agree with CommBox's own figures (None until the
+    views are built).
 
     Args:
         pipeline: a pipeline on the destination and dataset to inspect (`runner.make_pipeline`);
