@@ -161,3 +161,43 @@ def test_postgres_loader_with_only_connect_and_create(
     finally:
         postgres_server.drop_database(database)
         admin.close()
+
+
+TEXT_ACTIVITY_TYPES = (1, 3, 21)  # Remark, Forward, ConversationSummary
+
+
+def test_pseudonymised_activities_keep_no_text_or_address(canary_sim, tmp_path, faults_report, request):
+    """Remark, Forward and ConversationSummary activities carry agents' notes about the customer and
+    addresses: with pseudonymisation on, none of their texts or addresses is loaded raw, while the
+    status and assignment changes the SLA views read keep their ids."""
+    sim = canary_sim(conversations=120)
+    sim.clock.advance(600)
+    truth = [a for a in sim.truth.activities() if a["activity_type"] in TEXT_ACTIVITY_TYPES]
+    assert {a["activity_type"] for a in truth} == set(TEXT_ACTIVITY_TYPES)
+    raw = {str(v) for a in truth for v in a["data"].values() if isinstance(v, str) and len(v) > 3}
+    raw |= {v.split("@")[0] for v in raw if "@" in v}  # the address's local part alone, too
+    pipeline = make_test_pipeline(tmp_path)
+    settings = source_settings(
+        sim,
+        pseudonymize=True,
+        pseudonymize_key=CANARY_PSEUDONYMIZE_KEY,
+        activity_types=[*TEXT_ACTIVITY_TYPES, 2, 6],
+    )
+    run_pipeline(pipeline, build_views=False, source_overrides=settings)
+    warehouse = Warehouse("duckdb", str(tmp_path / "warehouse.duckdb"))
+    loaded = warehouse.query(
+        "select activity_type, text, data, status_to_id, manager_to_id from commbox_raw.activities"
+    )
+    texts = [row for row in loaded if row[0] in TEXT_ACTIVITY_TYPES]
+    assert len(texts) == len(truth)
+    assert all(HEX64.match(text) for _, text, *_ in texts), texts[:3]
+    assert all(row[3] is not None for row in loaded if row[0] == 2)
+    assert any(row[4] is not None for row in loaded if row[0] == 6)
+    table_hits = warehouse.text_hits(sorted(raw))
+    file_hits = files_containing(tmp_path / "pipelines", raw)
+    faults_report.bad_input(
+        "activity text with pseudonymize on",
+        f"{len(raw)} raw values searched, {len(table_hits) + len(file_hits)} found",
+        not (table_hits or file_hits),
+    )
+    assert table_hits == {} and file_hits == []
