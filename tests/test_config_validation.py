@@ -18,7 +18,7 @@ import duckdb
 import pytest
 
 from pipelines.cli import main
-from pipelines.commbox.config import BOUNDS
+from pipelines.commbox.config import BOUNDS, _shown
 
 REPO = Path(__file__).resolve().parents[1]
 RUN = ("run", "--no-views")
@@ -191,3 +191,25 @@ def test_what_the_terminal_shows_is_one_line(tmp_path, small_sim, name, value, k
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and key in done.stderr and "Traceback" not in done.stderr
     assert small_sim.stats()["total_requests"] == 0
+
+
+def test_the_configuration_page_shows_real_keys_and_the_real_bounds():
+    import inspect
+    import re
+
+    from pipelines.commbox import commbox_source
+
+    page = (REPO / "docs" / "configuration.md").read_text()
+    parameters = set(inspect.signature(commbox_source).parameters)
+    rows = re.findall(r"^\| (`[a-z_]+`(?:, `[a-z_]+`)*) \|(.*)$", page, re.MULTILINE)
+    shown = {key for keys, _ in rows for key in re.findall(r"`([a-z_]+)`", keys)}
+    assert shown and shown - parameters == set()
+    for keys, rest in rows:
+        key = keys.strip("`")
+        if key in BOUNDS:
+            low, high, _ = BOUNDS[key]
+            assert f"{_shown(low)} to {_shown(high)}" in rest, key
+    assert set(BOUNDS) <= shown
+    for name in re.findall(r"\b(SOURCES__COMMBOX__[A-Z_]+|SLA__[A-Z0-9_]+)", page):
+        if name.startswith("SOURCES__"):
+            assert name.removeprefix("SOURCES__COMMBOX__").lower() in parameters, name

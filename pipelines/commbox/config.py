@@ -165,7 +165,9 @@ def bounded(value: Any, key: str, *, zero_means_none: bool = False) -> float:
         raise ConfigError(f"{key}: {value!r} is not a whole number")
     if not low <= number <= high:
         extra = " (or 0 for none)" if zero_means_none else ""
-        raise ConfigError(f"{key}: {value!r} is outside the accepted range {low:g} to {high:g}{extra}")
+        raise ConfigError(
+            f"{key}: {value!r} is outside the accepted range {_shown(low)} to {_shown(high)}{extra}"
+        )
     return number
 
 
@@ -185,6 +187,10 @@ def _pseudonymize(value: Any, key: Any) -> bool:
             "in .dlt/secrets.toml or SOURCES__COMMBOX__PSEUDONYMIZE_KEY (nothing is read without it)"
         )
     return enabled
+
+
+def _shown(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
 
 
 def validate_dataset_name(name: Any, key: str = "dataset") -> str:
