@@ -4,16 +4,20 @@ Tables (dataset `commbox_raw` by default), all with write disposition `merge`:
 
 | table | primary key | notes |
 | --- | --- | --- |
-| objects | object_id | one row per conversation, latest version (dedup on `updated_at`) |
-| childs | child_id | messages; delete-insert on `object_id`: a changed conversation's messages are replaced |
+| objects | object_id, updated_at | one row per conversation once superseded versions are deleted |
+| childs | child_id, object_updated_at | messages, versioned by their conversation's `updated_at` |
 | users | user_id | customers, from the conversations' `user` |
 | user_identities | identity_id | customer identities, from conversations and messages |
-| activities | activity_id | delete-insert on `object_id`; fetched per configured activity type |
-| transcripts | object_id | the conversation as text (the API spells the field `trasncript`) |
+| activities | activity_id, object_updated_at | fetched per configured activity type, versioned |
+| transcripts | object_id, object_updated_at | the conversation as text (the API spells it `trasncript`) |
 | managers | manager_id | agents, admins and bots |
 | streams | stream_id | the channels read, with their open counts, SLA exception counts and availability |
 | bad_records | record_id | payload items that could not be keyed, kept raw rather than dropped |
 | holes | hole_id | seconds the API could not list whole: open until a later run reads them whole |
+
+Newest wins: after every load `versions.keep_newest` deletes the rows of superseded conversation
+versions, so any interleaving of runs and backfills ends at each conversation's newest version
+(docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -67,10 +71,11 @@ from .settings import (
     SYSTEM_STATUS,
 )
 from .tables import TABLE_COLUMNS
+from .versions import VERSION_FLOOR, keep_newest
 from .walker import StreamWalker
 from .windows import CapTracker, WindowReader
 
-__all__ = ["RunContext", "commbox_source"]
+__all__ = ["RunContext", "commbox_source", "keep_newest", "version_of"]
 
 logger = logging.getLogger("commbox")
 
@@ -249,12 +254,31 @@ def _compact(row: dict[str, Any], table: str) -> dict[str, Any]:
     return {key: value for key, value in row.items() if value is not None or key in declared}
 
 
+def version_of(row: dict[str, Any]) -> datetime:
+    """The version a conversation was read at: its `updated_at`, which every versioned row carries.
+
+    A primary-key column cannot be empty, so an `updatedTime` that did not parse (kept in
+    `updated_at_raw`) falls back to `created_at` (a conversation changes no earlier than it is
+    created), then to the epoch: an unreadable version ranks below every readable one and loses to it.
+    """
+    return row.get("updated_at") or row.get("created_at") or VERSION_FLOOR
+
+
 def _objects(bundles: TDataItem) -> TDataItem:
-    return [_compact(bundle["object"], "objects") for bundle in bundles if "object" in bundle]
+    return [
+        _compact({**bundle["object"], "updated_at": version_of(bundle["object"])}, "objects")
+        for bundle in bundles
+        if "object" in bundle
+    ]
 
 
 def _childs(bundles: TDataItem) -> TDataItem:
-    return [_compact(row, "childs") for bundle in bundles for row in bundle.get("childs", ())]
+    return [
+        _compact({**row, "object_updated_at": version_of(bundle["object"])}, "childs")
+        for bundle in bundles
+        if "object" in bundle
+        for row in bundle.get("childs", ())
+    ]
 
 
 def _users(bundles: TDataItem) -> TDataItem:
@@ -274,9 +298,14 @@ def _holes(bundles: TDataItem) -> TDataItem:
 
 
 def _refs(bundles: TDataItem) -> TDataItem:
-    """The conversations of one window that were loaded, for the fan-out."""
+    """The conversations of one window that were loaded, for the fan-out, each with the version it
+    was read at: the transcript and activities fetched for it are rows of that version."""
     return [
-        {"object_id": bundle["object"]["object_id"], "stream_id": bundle["object"]["stream_id"]}
+        {
+            "object_id": bundle["object"]["object_id"],
+            "stream_id": bundle["object"]["stream_id"],
+            "object_updated_at": version_of(bundle["object"]),
+        }
         for bundle in bundles
         if "object" in bundle
     ]
@@ -294,10 +323,8 @@ def _transcript_of(ref: TDataItem, context: RunContext) -> Any:
         context.warnings["transcripts: empty transcript"] += 1
         return None
     try:
-        return _compact(
-            transcript_row(context.scrub(items[0]), ref["object_id"], ref["stream_id"], context.warnings),
-            "transcripts",
-        )
+        row = transcript_row(context.scrub(items[0]), ref["object_id"], ref["stream_id"], context.warnings)
+        return _compact({**row, "object_updated_at": ref["object_updated_at"]}, "transcripts")
     except BadRecord:
         context.warnings["transcripts: not an object, skipped"] += 1
         return None
@@ -316,6 +343,7 @@ def _activities_of(ref: TDataItem, context: RunContext) -> list[dict[str, Any]]:
         for row in activity_rows(items, ref["object_id"], ref["stream_id"], activity_type, context.warnings):
             # Accounts that ignore activityType send every type each time: keep the one asked for.
             if row["activity_type"] == activity_type:
+                row["object_updated_at"] = ref["object_updated_at"]
                 rows[row["activity_id"]] = _compact(row, "activities")
     return list(rows.values())
 
@@ -401,12 +429,21 @@ def _resource(fn: Any, name: str, **hints: Any) -> Any:
 
 
 def _transformer(fn: Any, name: str, parent: DltResource, **hints: Any) -> Any:
-    return dlt.transformer(fn, name=name, data_from=parent, columns=TABLE_COLUMNS.get(name), **hints)
+    columns = TABLE_COLUMNS.get(name)
+    if hints.pop("legacy_merge_key", False):
+        columns = {**columns, "object_id": {**columns["object_id"], **NO_MERGE_KEY["object_id"]}}
+    return dlt.transformer(fn, name=name, data_from=parent, columns=columns, **hints)
 
 
 MERGE = "merge"
 SETTING_NAMES = frozenset(inspect.signature(validate).parameters)
-REPLACE_PER_OBJECT = {"disposition": "merge", "strategy": "delete-insert"}
+# Versioned tables merge on (entity, version): loading a version twice replaces its rows, two reads
+# of one version keep the union of their rows, and older versions are deleted after the load by
+# `versions.keep_newest`, never by the merge (a late older read must not replace a newer one).
+VERSION_COLUMN = "object_updated_at"
+# Warehouses loaded before versioning carry `merge_key` on `object_id` in their stored schema (the
+# old per-conversation delete-insert); hints merge into it, so the key is switched off explicitly.
+NO_MERGE_KEY = {"object_id": {"name": "object_id", "merge_key": False}}
 
 
 @dlt.source(name="commbox", max_table_nesting=0)
@@ -465,14 +502,20 @@ def commbox_source(
     refs = _transformer(_refs, "conversation_refs", conversations, selected=False)
     resources = [
         conversations,
-        _transformer(_objects, "objects", conversations, primary_key="object_id", write_disposition=MERGE),
+        _transformer(
+            _objects,
+            "objects",
+            conversations,
+            primary_key=("object_id", "updated_at"),
+            write_disposition=MERGE,
+        ),
         _transformer(
             _childs,
             "childs",
             conversations,
-            primary_key="child_id",
-            merge_key="object_id",
-            write_disposition=REPLACE_PER_OBJECT,
+            primary_key=("child_id", VERSION_COLUMN),
+            write_disposition=MERGE,
+            legacy_merge_key=True,
         ),
         _transformer(_users, "users", conversations, primary_key="user_id", write_disposition=MERGE),
         _transformer(
@@ -496,7 +539,7 @@ def commbox_source(
                 _transcripts,
                 "transcripts",
                 refs,
-                primary_key="object_id",
+                primary_key=("object_id", VERSION_COLUMN),
                 write_disposition=MERGE,
                 parallelized=True,
             )(context=context)
@@ -507,10 +550,10 @@ def commbox_source(
                 _activities,
                 "activities",
                 refs,
-                primary_key="activity_id",
-                merge_key="object_id",
-                write_disposition=REPLACE_PER_OBJECT,
+                primary_key=("activity_id", VERSION_COLUMN),
+                write_disposition=MERGE,
                 parallelized=True,
+                legacy_merge_key=True,
             )(context=context)
         )
     # The runner reads the run's counters (requests, warnings, progress) from here.

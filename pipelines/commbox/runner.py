@@ -41,6 +41,7 @@ from .config import (
 )
 from .redact import redact, scrub_trace
 from .settings import DEFAULT_DUCKDB_FILE, DEFAULT_PIPELINE_NAME, DEFAULT_RAW_DATASET, DUCKDB_MEMORY_LIMIT
+from .versions import keep_newest
 
 logger = logging.getLogger("commbox.runner")
 
@@ -331,6 +332,8 @@ def run_pipeline(
         pipeline.normalize()
         load_info = _load(pipeline)
         load_info.raise_on_failed_jobs()
+        # Newest wins: drop what this load (or another pipeline's) superseded; see versions.py.
+        _waiting_for_destination_lock("newest wins", lambda: keep_newest(pipeline))
     summary.rows = loaded_row_counts(pipeline)
     for warning, count in sorted(summary.warnings.items()):
         logger.warning("%s (%s×)", warning, count)

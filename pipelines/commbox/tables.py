@@ -3,6 +3,11 @@
 Declaring them means a column the SQL views rely on exists from the first load, even when every
 value so far was empty, and has the same type on every destination. Columns not declared here are
 still loaded: dlt infers and evolves them.
+
+`object_updated_at` on childs, activities and transcripts is the version (`updatedTime`) of the
+conversation the row was read with; it is part of their primary keys (see `versions.py`). It is
+nullable so that warehouses loaded before it existed take it as an added column: their rows carry
+NULL, which `versions.py` ranks below every version.
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ TABLE_COLUMNS: dict[str, dict[str, dict[str, Any]]] = {
         last_name=TEXT,
         message=TEXT,
         content=TEXT,
+        object_updated_at=TS,
     ),
     "activities": _columns(
         activity_id=TEXT,
@@ -97,6 +103,7 @@ TABLE_COLUMNS: dict[str, dict[str, dict[str, Any]]] = {
         manager_from_id=BIGINT,
         manager_to_id=BIGINT,
         text=TEXT,
+        object_updated_at=TS,
     ),
     "transcripts": _columns(
         object_id=BIGINT,
@@ -104,6 +111,7 @@ TABLE_COLUMNS: dict[str, dict[str, dict[str, Any]]] = {
         sub_stream_id=BIGINT,
         transcript=TEXT,
         user_id=BIGINT,
+        object_updated_at=TS,
     ),
     "users": _columns(
         user_id=BIGINT,
