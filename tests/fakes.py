@@ -10,6 +10,7 @@ its parameters kept, so tests can bound and inspect what the reader asked.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,6 +53,7 @@ class Conversation:
         }
 
 
+@functools.lru_cache(maxsize=65536)
 def iso(micros: int) -> str:
     """The API's timestamp form: seven fractional digits and Z."""
     moment = datetime.fromtimestamp(micros // MICROS, tz=UTC)

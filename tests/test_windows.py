@@ -1,10 +1,11 @@
 """The window reader and cap tracker against an in-process fake account: every paging reading.
 
 Each case puts a crowded second (many conversations changed in one second) inside an hour of
-ordinary traffic and reads the hour. Where some lever of the list endpoint (`pageNumber`, `sort`
-asc/desc, `order`, a `status` partition) can show the second whole, the reader must return exactly
-the truth and record no hole; where none can, it must return what it found and record the second as
-a hole, never raise and never drop anything outside it. `readable()` states which is which.
+ordinary traffic and reads the hour. Where the levers of the list endpoint (`pageNumber`, `sort`
+asc/desc, `order`, a `status` partition) can prove the second whole, the reader must return exactly
+the truth and record no hole. Where none can, it must never be silently short: it returns the truth,
+or what it found with the second recorded as a hole; it never raises and never drops anything
+outside the second. `provable()` states which is which.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ PAGINGS: dict[str, dict[str, Any]] = {
     "unpageable, pages of 50": {"unpageable": True, "max_page_size": 50},
     "ignores sort": {"ignore_sort": True},
     "window cap 100, ignores sort": {"window_cap": 100, "ignore_sort": True},
+    "order/sort refused": {"refuse_order": True},
+    "window cap 100, order/sort refused": {"window_cap": 100, "refuse_order": True},
     "ignores timeFilter": {"ignore_time_filter": True},
 }
 
@@ -54,7 +57,7 @@ BUG_OVERLAP = (
     "status partition into parts below the cap and records a hole"
 )
 BUG_SILENT = (
-    "window cap + ignored sort: an empty page marks paging as moved, so a capped listing is taken "
+    "window cap without a usable sort: an empty page marks paging as moved, so a capped listing is taken "
     "as whole and the rest of the second is dropped without a hole"
 )
 
@@ -67,36 +70,39 @@ def listing_cap(switches: dict[str, Any]) -> float:
     return cap
 
 
-def readable(switches: dict[str, Any], crowd: int, statuses: tuple[int, ...]) -> bool:
-    """Whether the levers the list endpoint offers can show the crowded second whole.
+def provable(switches: dict[str, Any], crowd: int, statuses: tuple[int, ...]) -> bool:
+    """Whether the levers can prove the crowded second whole, from what the reader can observe.
 
-    One listing shows it if it holds fewer than the listing's cap. A sorted listing read from both
-    ends shows it if the two ends overlap. Otherwise a status partition shows it if the account
-    honours `status` and every part can be shown in one of those two ways.
+    A first answer below the page size (and the listing's cap) is the whole second. With a usable
+    sort, a listing read from both ends proves it whole if the listing is not capped below the
+    second or if its two ends overlap. Otherwise a status partition proves it if the account honours
+    `status` and each part came back smaller than the whole listing did (the cap is at least that)
+    or, sorted, has overlapping ends. Without a usable sort, paging alone proves nothing: an account
+    that caps a window above a page looks the same as one that does not.
     """
     cap = listing_cap(switches)
-    sorted_both_ways = not switches.get("ignore_sort")
-
-    def shown(count: int) -> bool:
-        return count < cap or (sorted_both_ways and 2 * cap > count)
-
-    if shown(crowd):
+    page = min(100, switches.get("max_page_size", 100))
+    sort = not (switches.get("ignore_sort") or switches.get("refuse_order"))
+    if crowd < min(page, cap):
+        return True
+    if sort and (crowd < cap or 2 * cap > crowd):
         return True
     if switches.get("unpageable"):
         return False
+    listed = min(cap, crowd)
     parts = [crowd // len(statuses) + (n < crowd % len(statuses)) for n in range(len(statuses))]
-    return all(shown(part) for part in parts)
+    return all(part < listed or (sort and 2 * cap > part) for part in parts)
 
 
 def known_bug(switches: dict[str, Any], crowd: int, statuses: tuple[int, ...]) -> str | None:
-    """Why the reader misses `readable()` on this case today, or None where it agrees."""
+    """Why the reader misses `provable()` on this case today, or None where it agrees."""
     cap = listing_cap(switches)
     if crowd <= cap:
         return None
-    if switches.get("ignore_sort"):
+    if switches.get("ignore_sort") or switches.get("refuse_order"):
         return BUG_SILENT
     parts_below_cap = not switches.get("unpageable") and math.ceil(crowd / len(statuses)) < cap
-    if readable(switches, crowd, statuses) and not parts_below_cap:
+    if provable(switches, crowd, statuses) and not parts_below_cap:
         return BUG_OVERLAP
     return None
 
@@ -151,26 +157,31 @@ def test_a_crowded_second_is_read_whole_or_recorded_as_a_hole(switches, crowd, s
 
     truth = account.truth(STREAM, T0, T0 + 3600)
     assert len(found) == len(set(found)), "a conversation was returned twice"
-    if readable(switches, crowd, statuses):
+    if provable(switches, crowd, statuses):
         assert reader.holes == []
         assert set(found) == truth
     else:
-        assert (CROWDED, CROWDED + 1) in reader.holes
-        # an inclusive end makes the window of the second before overlap the crowded one
-        assert set(reader.holes) <= {(CROWDED - 1, CROWDED), (CROWDED, CROWDED + 1)}
         assert set(found) <= truth
         assert truth - set(found) <= account.truth(STREAM, CROWDED, CROWDED + 1)
+        if set(found) != truth:
+            assert (CROWDED, CROWDED + 1) in reader.holes, "short of the truth without a hole"
+        # an inclusive end makes the window of the second before overlap the crowded one
+        assert set(reader.holes) <= {(CROWDED - 1, CROWDED), (CROWDED, CROWDED + 1)}
 
 
-def test_the_oracle_separates_readable_seconds_from_holes():
-    """`readable()` is what the matrix trusts: a few cases worked by hand."""
-    assert readable({}, 400, ONE_STATUS)
-    assert readable({"window_cap": 100}, 400, MIXED_STATUSES)  # parts of 80 below the cap
-    assert readable({"window_cap": 100}, 150, ONE_STATUS)  # both ends of 100 overlap
-    assert not readable({"window_cap": 100}, 400, ONE_STATUS)
-    assert not readable({"unpageable": True}, 400, MIXED_STATUSES)  # status ignored too
-    assert not readable({"unpageable": True, "max_page_size": 50}, 150, ONE_STATUS)
-    assert not readable({"window_cap": 100, "ignore_sort": True}, 150, ONE_STATUS)
+def test_the_oracle_separates_provable_seconds_from_holes():
+    """`provable()` is what the matrix trusts: a few cases worked by hand."""
+    assert provable({}, 400, ONE_STATUS)
+    assert provable({"window_cap": 100}, 400, MIXED_STATUSES)  # parts of 80 below the cap
+    assert provable({"window_cap": 100}, 150, ONE_STATUS)  # both ends of 100 overlap
+    assert provable({"window_cap": 60}, 400, MIXED_STATUSES)  # parts of 80: both ends of 60 overlap
+    assert provable({"ignore_sort": True}, 40, ONE_STATUS)  # below the page size
+    assert provable({"ignore_sort": True}, 150, MIXED_STATUSES)  # parts below what the listing gave
+    assert not provable({"ignore_sort": True}, 150, ONE_STATUS)  # a cap above a page would look alike
+    assert not provable({"window_cap": 100}, 400, ONE_STATUS)
+    assert not provable({"unpageable": True}, 400, MIXED_STATUSES)  # status ignored too
+    assert not provable({"unpageable": True, "max_page_size": 50}, 150, ONE_STATUS)
+    assert not provable({"window_cap": 100, "ignore_sort": True}, 150, ONE_STATUS)
 
 
 @pytest.mark.parametrize("switches", [PAGINGS["overlapping pages"], PAGINGS["lenient overlapping"]], ids=str)
