@@ -9,8 +9,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
-
 from pipelines.commbox.config import SourceSettings, validate
 from pipelines.commbox.normalise import Warnings
 from pipelines.commbox.settings import MODE_CREATED, MODE_UPDATED
@@ -180,11 +178,6 @@ def test_a_hole_is_recorded_passed_re_read_first_and_closed_once_whole():
     assert hole_rows(batches[1:]) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="seen is pruned by the horizon and a hole lies before it: every re-read of an open hole "
-    "yields again the conversations already loaded from it",
-)
 def test_re_reading_a_hole_loads_only_what_it_had_missed():
     account = capped_account()
     state: dict[str, Any] = {}

@@ -51,6 +51,7 @@ from .pii import Pseudonymiser, no_scrub
 from .senders import apply_senders, disagrees_with_first_response, fetch_senders, needs_sender
 from .settings import (
     DEFAULT_BASE_URL,
+    DEFAULT_CHECKPOINT_CONVERSATIONS,
     DEFAULT_CREATED_MODE_REREAD_DAYS,
     DEFAULT_LOOKBACK_SECONDS,
     DEFAULT_MAX_CONCURRENCY,
@@ -104,6 +105,8 @@ class RunContext:
         self._pool: ThreadPoolExecutor | None = None
         # Seconds that could not be read whole, per stream: the run loads the rest and fails after.
         self.holes: dict[int, list[tuple[int, int]]] = {}
+        # Set when this slice stopped at a checkpoint: the runner loads it and runs the next slice.
+        self.more = False
         # Customer data is pseudonymised here, on the raw items, when the source is so configured.
         self.scrub: Callable[[Any], Any] = no_scrub
 
@@ -201,12 +204,19 @@ def _conversations(context: RunContext) -> Iterator[TDataItem]:
     a failed run leaves it where it was.
     """
     settings = context.settings
-    state = None if settings.backfill else dlt.current.resource_state()
+    states = dlt.current.resource_state().setdefault(_state_key(settings), {})
     now = context.server_now()
+    checkpoint_due = None
+    if settings.checkpoint_conversations:
+
+        def checkpoint_due() -> bool:
+            done = sum(p.get("conversations", 0) for p in context.progress.values())
+            return done >= settings.checkpoint_conversations
+
     for stream_id in context.stream_ids():
-        stream_state = None
-        if state is not None:
-            stream_state = state.setdefault("streams", {}).setdefault(str(stream_id), {})
+        if context.more:
+            break  # the slice is full: the next one starts with this stream
+        stream_state = states.setdefault(str(stream_id), {})
         walker = StreamWalker(
             WindowReader(
                 context.client,
@@ -220,12 +230,40 @@ def _conversations(context: RunContext) -> Iterator[TDataItem]:
             context.warnings,
             context.progress.setdefault(stream_id, {}),
             scrub=context.scrub,
+            checkpoint_due=checkpoint_due,
         )
         for batch in walker.walk():
             _fill_senders(batch, context)
             yield batch
-        if walker.open_holes:
-            context.holes[stream_id] = walker.open_holes
+        context.holes[stream_id] = walker.open_holes
+        context.more = walker.stopped_at is not None
+
+
+# The tables every conversation read feeds. Their rows and the stream cursors move together, so a
+# run that loads only some of them keeps cursors of its own (see `_state_key`).
+CONVERSATION_TABLES = frozenset({"objects", "childs", "users", "user_identities"})
+
+
+def _state_key(settings: SourceSettings) -> str:
+    """Where this run's stream cursors live in the resource state.
+
+    A scheduled run of the full source keeps them under `streams`. A run of a subset of the
+    conversation tables (`commbox_source().with_resources("objects")`) keeps its own under
+    `streams@<tables>`: sharing them would move the cursor past conversations whose messages,
+    activities and transcripts were never loaded. A backfill keeps how far it got under `backfill`,
+    cleared when its range is read whole.
+    """
+    if settings.backfill:
+        return "backfill"
+    wanted = set(CONVERSATION_TABLES)
+    if settings.include_transcripts:
+        wanted.add("transcripts")
+    if settings.activity_types:
+        wanted.add("activities")
+    chosen = wanted & set(dlt.current.source().selected_resources)
+    if chosen == wanted:
+        return "streams"
+    return "streams@" + "+".join(sorted(chosen))
 
 
 def _fill_senders(batch: list[dict[str, Any]], context: RunContext) -> None:
@@ -469,6 +507,7 @@ def commbox_source(
     backfill: bool = False,
     pseudonymize: bool = False,
     pseudonymize_key: TSecretStrValue | None = None,
+    checkpoint_conversations: int = DEFAULT_CHECKPOINT_CONVERSATIONS,
 ) -> Any:
     """All CommBox conversations of the configured streams, with their messages, customers,
     activities and transcripts, plus managers and streams.
@@ -483,6 +522,13 @@ def commbox_source(
     `timeFilter` (it is "relevant only for ElasticSearch") are detected and read by creation time,
     re-reading the last `created_mode_reread_days`. With `backfill=True` the range
     [`start_date`, `end_date`] is read whole and no state is read or written.
+
+    A run commits a checkpoint every `checkpoint_conversations` conversations (0: never): its slice
+    stops after the window where the count was reached, its stream cursors close there, and the
+    runner loads it before asking for the next slice (see `runner.run_pipeline`). A library user who
+    runs the source with `pipeline.run` gets one slice per call, each a complete load with its
+    state; call it again while `source.resources["conversations"].run_context.more` is true, or set
+    `checkpoint_conversations=0` for one load of everything.
 
     With `pseudonymize=True` every customer phone number, e-mail address, name, channel address and
     message text is replaced, in the raw items before anything is written, by its HMAC-SHA256 under

@@ -48,6 +48,8 @@ BOUNDS: dict[str, tuple[float, float, bool]] = {
     "max_retry_wait_seconds": (0.1, 3600.0, False),
     "request_timeout_seconds": (1.0, 3600.0, False),
     "created_mode_reread_days": (0, 366, False),
+    # 0 means one load for the whole run; otherwise a load (a checkpoint) every so many conversations.
+    "checkpoint_conversations": (0, 10_000_000, True),
 }
 # dlt dataset names become schema names: PostgreSQL and BigQuery identifiers, unquoted.
 DATASET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -74,6 +76,7 @@ class SourceSettings:
     created_mode_reread_seconds: int
     backfill: bool
     pseudonymize: bool = False
+    checkpoint_conversations: int = 0
 
 
 def parse_moment(value: Any, key: str) -> datetime:
@@ -278,6 +281,7 @@ def validate(
     backfill: bool,
     pseudonymize: Any = False,
     pseudonymize_key: Any = None,
+    checkpoint_conversations: Any = 0,
 ) -> SourceSettings:
     """Every setting of the source checked and typed, before any request.
 
@@ -329,6 +333,7 @@ def validate(
         ),
         backfill=backfill,
         pseudonymize=_pseudonymize(pseudonymize, pseudonymize_key),
+        checkpoint_conversations=int(bounded(checkpoint_conversations, "checkpoint_conversations")),
     )
 
 

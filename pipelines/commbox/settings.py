@@ -36,6 +36,9 @@ DEFAULT_LOOKBACK_SECONDS = 3600
 DEFAULT_SAFETY_MARGIN_SECONDS = 120
 DEFAULT_CREATED_MODE_REREAD_DAYS = 7.0
 DEFAULT_START_DAYS_AGO = 30
+# A long load commits a checkpoint (a completed load with its state) every so many conversations, so
+# a failure loses at most the slice in flight and data shows up while the load runs.
+DEFAULT_CHECKPOINT_CONVERSATIONS = 5000
 
 # HTTP defaults.
 DEFAULT_MAX_CONCURRENCY = 8

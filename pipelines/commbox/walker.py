@@ -40,6 +40,7 @@ class StreamWalker:
         warnings: Warnings,
         progress: dict[str, Any],
         scrub: Callable[[Any], Any] | None = None,
+        checkpoint_due: Callable[[], bool] | None = None,
     ) -> None:
         self.reader = reader
         self.scrub = scrub
@@ -54,6 +55,10 @@ class StreamWalker:
             {str(start): dict(hole) for start, hole in (state.get("holes") or {}).items()} if state else {}
         )
         self.open_holes: list[tuple[int, int]] = []
+        # Asked after every window: True ends the walk there, the state closed up to that window,
+        # so the run can commit a checkpoint and the next slice go on from it.
+        self.checkpoint_due = checkpoint_due
+        self.stopped_at: int | None = None
 
     def _initial_mode(self) -> str:
         configured = self.settings.time_filter_mode
@@ -72,7 +77,9 @@ class StreamWalker:
         end = self.now_epoch - settings.safety_margin_seconds
         if settings.backfill:
             assert settings.end_at is not None
-            return int(settings.start_at.timestamp()), min(int(settings.end_at.timestamp()), end)
+            # A backfill's own state holds how far an interrupted backfill of this range got.
+            start = max(int(settings.start_at.timestamp()), int((self.state or {}).get("cursor") or 0))
+            return start, min(int(settings.end_at.timestamp()), end)
         cursor = (self.state or {}).get("cursor")
         if cursor is None:
             return int(settings.start_at.timestamp()), end
@@ -107,7 +114,11 @@ class StreamWalker:
             self.progress["mode"] = mode
             yield from self._walk_range(restart, end, mode)
         if self.state is not None:
-            self._commit(end, mode)
+            if self.settings.backfill and self.stopped_at is None:
+                # The range is read whole: a backfill of it run again reads it all again.
+                self.state.clear()
+            else:
+                self._commit(self.stopped_at or end, mode)
         self.open_holes = [(int(start), hole["end"]) for start, hole in self.holes.items()]
 
     def _reread_holes(self) -> Iterator[list[dict[str, Any]]]:
@@ -201,6 +212,10 @@ class StreamWalker:
                 min(max(window * scale, MIN_ADAPTIVE_WINDOW_SECONDS), self.settings.max_window_seconds)
             )
             position = window_end
+            if position < end and self.checkpoint_due is not None and self.checkpoint_due():
+                self.stopped_at = position
+                logger.info("stream %s: checkpoint at %s", self.stream_id, _iso(position))
+                return
 
     def _time_filter_ignored(self, items: list[Any], start: int, end: int) -> bool:
         """True if an object came back that was created in the window but updated after it, before
@@ -246,7 +261,14 @@ class StreamWalker:
         self.state["cursor"] = cursor
         self.state["cursor_at"] = _iso(cursor)
         self.state["mode"] = mode
-        self.state["seen"] = {key: value for key, value in self.seen.items() if value[1] >= horizon}
+        # Conversations found in an open hole stay known until it is filled: the hole lies before
+        # the horizon, and re-reading it must not load them again.
+        holes = [(int(start), int(hole["end"])) for start, hole in self.holes.items()]
+        self.state["seen"] = {
+            key: value
+            for key, value in self.seen.items()
+            if value[1] >= horizon or any(start - 1 <= value[1] <= end + 1 for start, end in holes)
+        }
         self.state["holes"] = self.holes
 
 

@@ -49,6 +49,9 @@ class _Paging:
     pages: int = 0
     moved: bool = False
     ended: bool = False
+    # The ids of the first page answered, in the order listed, and every id this listing showed.
+    first_page: list[Any] = field(default_factory=list)
+    ids: set[Any] = field(default_factory=set)
 
 
 # The other `order` values the list endpoint documents, per window mode: each lists the second in a
@@ -84,7 +87,12 @@ class CapTracker:
     def negotiate(self, mode: str, error: BadRequest) -> None:
         """Give up one parameter the API may not accept, least useful first; re-raise when none is left."""
         with self._lock:
-            if self.ordered:
+            if "pagesize" in str(error).lower() and self.page_size > MIN_NEGOTIATED_PAGE_SIZE:
+                # The answer names pageSize: halve it first, keeping the order and the timeFilter.
+                self.page_size = max(MIN_NEGOTIATED_PAGE_SIZE, self.page_size // 2)
+                self.largest = min(self.largest, self.page_size)
+                change = f"pageSize={self.page_size}"
+            elif self.ordered:
                 self.ordered = False
                 change = "without order/sort"
             elif self.time_filter[mode] + 1 < len(TIME_FILTER_SPELLINGS[mode]):
@@ -222,7 +230,15 @@ class WindowReader:
         seen[key] = item
 
     def _page_through(
-        self, start: int, end: int, mode: str, found: dict[Any, Any], unkeyed: list[Any], **extra: Any
+        self,
+        start: int,
+        end: int,
+        mode: str,
+        found: dict[Any, Any],
+        unkeyed: list[Any],
+        *,
+        stop_if_first_page_is_known: bool = False,
+        **extra: Any,
     ) -> _Paging:
         """Ask page after page of one listing of the second, adding what comes to `found`.
 
@@ -230,7 +246,8 @@ class WindowReader:
         page below the first) as the first page: asking 0 first costs one request (a 400 or a repeat)
         and repeats are dropped by id, so neither reading matters. Paging ends on an empty page or a
         page shorter than the fullest one (the end of the listing), or when pages stop bringing
-        anything new (an account that ignores `pageNumber` answers the same page every time).
+        anything new (an account that ignores `pageNumber` answers the same page every time). With
+        `stop_if_first_page_is_known`, a first page that brings nothing new ends it at once.
         """
         paging = _Paging()
         fullest = 0
@@ -247,10 +264,16 @@ class WindowReader:
             if page == 0 and not items:
                 continue  # a 1-based account may answer page 0 with nothing: not the end
             new = self._keep(items, found, unkeyed)
+            keys = [key for key in map(self._key, items) if key is not None]
+            paging.ids.update(keys)
+            if not paging.pages:
+                paging.first_page = keys
             paging.pages += 1
             if not items or len(items) < fullest:
                 # An empty or short page: the listing moved past its first page and ended here.
                 paging.moved = paging.ended = True
+                return paging
+            if stop_if_first_page_is_known and paging.pages == 1 and not new:
                 return paging
             paging.moved = paging.moved or new > 0
             fullest = max(fullest, len(items))
@@ -273,15 +296,18 @@ class WindowReader:
         """Read one second that holds as many conversations as an answer gives, with every lever the
         API documents; return whether it was read whole.
 
-        1. Page through it (`pageNumber`, whatever the first page's number). If paging moves and
-           ends, and the reverse listing (`sort=desc`) brings nothing new, the second is whole: an
-           account that caps a window serves its reverse end too, and that would show.
-        2. If the reverse listing shows conversations paging missed, paging is capped: the reverse
-           listing and the other orders are paged for what they hold, then the second is
-           partitioned by `status`; it is whole if every part came back smaller than what the
-           capped listing gave.
-        3. A first answer below the requested `pageSize` that no lever adds to is whole: a count
-           below the page size is not, by itself, evidence of a cap.
+        1. Page through it (`pageNumber`, whatever the first page's number), then ask the reverse
+           listing (`sort=desc`). If the reverse end brings nothing new and paging moved and ended,
+           the second is whole: an account that caps what one listing pages through would show
+           other conversations at its reverse end.
+        2. If the reverse end shows conversations paging missed, the listing is capped: the reverse
+           listing is paged too, and if the two ends overlap they cover the second between them.
+           Otherwise the other orders are listed for what they hold and the second is partitioned
+           by `status`: it is whole if every part, paged, came back smaller than the capped listing.
+        3. An account that ignores `sort` (or refuses it) cannot show a capped listing's other end,
+           so paging alone proves nothing there: only a first answer below `pageSize` that nothing
+           adds to, or the status partition, does. A short count on a fresh process is not evidence
+           of a cap by itself.
         Otherwise the second is a hole: what was found is kept, and the caller records the hole.
         """
         logger.info(
@@ -292,12 +318,17 @@ class WindowReader:
         )
         self.warnings["objects: crowded second, paged through"] += 1
         first_ids = set(found)
-        paging = self._page_through(start, end, mode, found, unkeyed)
+        forward = self._page_through(start, end, mode, found, unkeyed)
         listed = set(found)
+        sorted_both_ways = False
         if self.caps.ordered:
-            self._page_through(start, end, mode, found, unkeyed, sort="desc")
+            reverse = self._page_through(
+                start, end, mode, found, unkeyed, stop_if_first_page_is_known=True, sort="desc"
+            )
             if len(found) > len(listed):
-                # The reverse end shows conversations paging missed: page the other orders too.
+                reverse = self._page_through(start, end, mode, found, unkeyed, sort="desc")
+                if forward.ids & reverse.ids:
+                    return True  # the two ends of one ordered listing overlap: nothing lies between
                 logger.warning(
                     "stream %s: the second %s paged forwards gave %s conversations, backwards %s more: "
                     "the account caps what one listing pages through",
@@ -310,11 +341,12 @@ class WindowReader:
                     for sort in ("asc", "desc"):
                         self._page_through(start, end, mode, found, unkeyed, order=order, sort=sort)
                 return self._partition_by_status(start, end, mode, found, unkeyed, len(listed))
-        if paging.moved and paging.ended:
+            sorted_both_ways = not (len(forward.first_page) > 1 and reverse.first_page == forward.first_page)
+        if sorted_both_ways and forward.moved and forward.ended:
             return True
         if set(found) == first_ids and first_count < self.page_size:
             return True
-        return self._partition_by_status(start, end, mode, found, unkeyed, first_count)
+        return self._partition_by_status(start, end, mode, found, unkeyed, len(set(found)))
 
     def _partition_by_status(
         self,
@@ -326,15 +358,22 @@ class WindowReader:
         capped: int,
     ) -> bool:
         """Partition the second by status, each part paged; True if every part is shown whole: its
-        listing ended and it held fewer than `capped`, the most one capped listing gave."""
+        listing ended and it held fewer than `capped`, the most one capped listing gave, or its two
+        ends (`sort` asc and desc) overlap."""
         whole = True
         for status in ObjectStatus:
             part: dict[Any, Any] = {}
-            paging = self._page_through(start, end, mode, part, unkeyed, status=str(int(status)))
+            forward = self._page_through(start, end, mode, part, unkeyed, status=str(int(status)))
+            shown = len(part) < capped and (forward.ended or len(part) < self.page_size)
+            if not shown and part and self.caps.ordered:
+                reverse = self._page_through(
+                    start, end, mode, part, unkeyed, status=str(int(status)), sort="desc"
+                )
+                sorted_both_ways = len(forward.first_page) <= 1 or reverse.first_page != forward.first_page
+                shown = sorted_both_ways and bool(forward.ids & reverse.ids)
             for key, item in part.items():
                 self._keep_one(key, item, found)
-            if not (len(part) < capped and (paging.ended or len(part) < self.page_size)):
-                whole = False
+            whole = whole and shown
         return whole
 
     @property
