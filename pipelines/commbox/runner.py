@@ -72,6 +72,8 @@ class RunSummary:
     # Seconds the API could not list whole, as (stream id, unix start, unix end): everything else
     # loaded, these are recorded in the state and the `holes` table and re-read on every run.
     holes: list[tuple[int, int, int]] = field(default_factory=list)
+    # Loads committed before the last one: a long run commits one every `checkpoint_conversations`.
+    checkpoints: int = 0
     ok: bool = True
 
     def holes_line(self) -> str:
@@ -94,7 +96,8 @@ class RunSummary:
             f"commbox-etl summary pipeline={self.pipeline_name} result={'ok' if self.ok else 'failed'} "
             f"destination={self.destination} dataset={self.dataset} {rows} windows={self.windows} "
             f"conversations={self.conversations} requests={self.requests} throttled={self.throttled} "
-            f"warnings={sum(self.warnings.values())} holes={len(self.holes)} duration_s={self.seconds:.1f}"
+            f"warnings={sum(self.warnings.values())} holes={len(self.holes)} checkpoints={self.checkpoints} "
+            f"duration_s={self.seconds:.1f}"
         ).replace("  ", " ")
 
 
@@ -289,52 +292,29 @@ def run_pipeline(
         if end <= start:
             raise ConfigError(f"--end {backfill[1]} is not after --start {backfill[0]}")
         overrides.update(start_date=start, end_date=end, backfill=True)
-    try:
-        source = commbox_source(**overrides)
-    except (ConfigFieldMissingException, ConfigValueCannotBeCoercedException) as error:
-        raise config_error_from_dlt(error) from None
-    context = source.resources["conversations"].run_context
+    source = _source(overrides)
     summary = RunSummary(pipeline.pipeline_name, pipeline.destination.destination_name, pipeline.dataset_name)
+    holes: dict[int, list[tuple[int, int]]] = {}
     with pipeline_lock(pipeline):
         _waiting_for_destination_lock("sync", pipeline.sync_destination)
         if pipeline.has_pending_data:
             discard_unfinished_packages(pipeline)
-        stop = threading.Event()
-        reporter = threading.Thread(target=_progress_reporter, args=(context, stop), daemon=True)
-        reporter.start()
-        try:
-            workers = context.settings.max_concurrency
-            pipeline.extract(
-                source,
-                workers=workers,
-                max_parallel_items=workers,
-                loader_file_format=preferred_file_format(pipeline),
-                refresh=refresh,
+        while True:
+            context = source.resources["conversations"].run_context
+            _run_slice(pipeline, source, context, summary, refresh)
+            holes.update(context.holes)
+            summary.holes = [(stream_id, a, b) for stream_id, found in sorted(holes.items()) for a, b in found]
+            if not context.more:
+                break
+            # A checkpoint: this slice is loaded with its state; the next one goes on from there.
+            summary.checkpoints += 1
+            logger.info(
+                "checkpoint %s loaded: %s conversations so far; reading on",
+                summary.checkpoints,
+                summary.conversations,
             )
-        finally:
-            stop.set()
-            context.close()
-            summary.requests = context.client.stats.get("requests", 0)
-            summary.throttled = context.client.stats.get("throttled", 0)
-            summary.warnings = dict(context.warnings)
-            # Retries and repairs at the HTTP level count as warnings too: a run that survived a
-            # storm says so.
-            for key, count in context.client.stats.items():
-                if key.startswith(("retry: ", "warning: ")):
-                    summary.warnings[f"http {key}"] = count
-            summary.windows = sum(p.get("windows", 0) for p in context.progress.values())
-            summary.conversations = sum(p.get("conversations", 0) for p in context.progress.values())
-            summary.holes = [
-                (stream_id, start, end)
-                for stream_id, found in sorted(context.holes.items())
-                for start, end in found
-            ]
-        pipeline.normalize()
-        load_info = _load(pipeline)
-        load_info.raise_on_failed_jobs()
-        # Newest wins: drop what this load (or another pipeline's) superseded; see versions.py.
-        _waiting_for_destination_lock("newest wins", lambda: keep_newest(pipeline))
-    summary.rows = loaded_row_counts(pipeline)
+            refresh = None
+            source = _source(overrides)
     for warning, count in sorted(summary.warnings.items()):
         logger.warning("%s (%s×)", warning, count)
     if build_views:
@@ -349,6 +329,52 @@ def run_pipeline(
             ) from error
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _source(overrides: dict[str, Any]) -> Any:
+    try:
+        return commbox_source(**overrides)
+    except (ConfigFieldMissingException, ConfigValueCannotBeCoercedException) as error:
+        raise config_error_from_dlt(error) from None
+
+
+def _run_slice(pipeline: dlt.Pipeline, source: Any, context: Any, summary: RunSummary, refresh: Any) -> None:
+    """Extract, normalize and load one slice of the run (all of it without checkpoints), adding its
+    counters to `summary`. The slice's state is committed with its load package, so a failure loses
+    at most this slice."""
+    stop = threading.Event()
+    reporter = threading.Thread(target=_progress_reporter, args=(context, stop), daemon=True)
+    reporter.start()
+    try:
+        workers = context.settings.max_concurrency
+        pipeline.extract(
+            source,
+            workers=workers,
+            max_parallel_items=workers,
+            loader_file_format=preferred_file_format(pipeline),
+            refresh=refresh,
+        )
+    finally:
+        stop.set()
+        context.close()
+        summary.requests += context.client.stats.get("requests", 0)
+        summary.throttled += context.client.stats.get("throttled", 0)
+        for key, count in context.warnings.items():
+            summary.warnings[key] = summary.warnings.get(key, 0) + count
+        # Retries and repairs at the HTTP level count as warnings too: a run that survived a storm
+        # says so.
+        for key, count in context.client.stats.items():
+            if key.startswith(("retry: ", "warning: ")):
+                summary.warnings[f"http {key}"] = summary.warnings.get(f"http {key}", 0) + count
+        summary.windows += sum(p.get("windows", 0) for p in context.progress.values())
+        summary.conversations += sum(p.get("conversations", 0) for p in context.progress.values())
+    pipeline.normalize()
+    load_info = _load(pipeline)
+    load_info.raise_on_failed_jobs()
+    # Newest wins: drop what this load (or another pipeline's) superseded; see versions.py.
+    _waiting_for_destination_lock("newest wins", lambda: keep_newest(pipeline))
+    for table, count in loaded_row_counts(pipeline).items():
+        summary.rows[table] = summary.rows.get(table, 0) + count
 
 
 class ViewsFailed(RuntimeError):
@@ -400,6 +426,9 @@ def load_sla_tables(pipeline: dlt.Pipeline, sla_config: Any) -> None:
     of the loaded data, so the views need no time-zone arithmetic."""
     from .sla import sla_resources
 
+    # Views read one version per conversation: loads that did not clean up after themselves (the
+    # Airflow DAG's stream tasks load with dlt's own task group) are cleaned up here.
+    keep_newest(pipeline)
     # Views read one version per conversation: loads that did not clean up after themselves (the
     # Airflow DAG's stream tasks load with dlt's own task group) are cleaned up here.
     keep_newest(pipeline)
