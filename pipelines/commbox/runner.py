@@ -429,9 +429,6 @@ def load_sla_tables(pipeline: dlt.Pipeline, sla_config: Any) -> None:
     # Views read one version per conversation: loads that did not clean up after themselves (the
     # Airflow DAG's stream tasks load with dlt's own task group) are cleaned up here.
     keep_newest(pipeline)
-    # Views read one version per conversation: loads that did not clean up after themselves (the
-    # Airflow DAG's stream tasks load with dlt's own task group) are cleaned up here.
-    keep_newest(pipeline)
     with pipeline.sql_client() as client:
         objects = client.make_qualified_table_name("objects")
         rows = list(
