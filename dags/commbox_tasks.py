@@ -74,6 +74,8 @@ def stream_task_source(
 ) -> Any:
     """The source one task loads: its streams and tables, the interval's range, the stored schema."""
     arguments = dict(overrides)
+    # A task runs the source once (dlt's task group): it loads its whole interval in one load.
+    arguments.setdefault("checkpoint_conversations", 0)
     if stream_ids:
         arguments["stream_ids"] = stream_ids
     arguments.update(interval_arguments(interval, lookback_seconds(arguments)))

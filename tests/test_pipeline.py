@@ -18,7 +18,6 @@ from tests.helpers import (
     source_settings,
 )
 
-
 # Every legal reading of the vendor's documents the simulator serves; the ground-truth tests run on
 # each, with crowded seconds (many conversations changed in one second) in the history.
 PROFILES = ("default", "docs", "lenient-paging")
@@ -229,7 +228,8 @@ def test_a_second_holding_more_than_a_page_is_paged_through(sim_factory, tmp_pat
 
 
 def test_a_second_that_cannot_be_read_whole_is_a_hole_filled_by_a_later_run(sim_factory, tmp_path):
-    sim = crowd_one_second(sim_factory, window_cap=True)
+    # pages capped at 50 and pageNumber and status ignored: 150 in one second cannot be shown whole
+    sim = crowd_one_second(sim_factory, unpageable=True, max_page_size=50)
     pipeline = make_test_pipeline(tmp_path)
     summary = load(pipeline, sim, include_transcripts=False, activity_types=[])
     # everything but the crowded seconds loaded, the holes named, the cursor moved past them
@@ -245,7 +245,7 @@ def test_a_second_that_cannot_be_read_whole_is_a_hole_filled_by_a_later_run(sim_
     state = pipeline.state["sources"]["commbox"]["resources"]["conversations"]["streams"]
     assert sum(len(stream.get("holes", {})) for stream in state.values()) == len(summary.holes)
     # the run after the account reads them whole fills every hole: 0 lost, 0 duplicated
-    sim.configure(window_cap=False)
+    sim.configure(unpageable=False)
     summary = load(pipeline, sim, include_transcripts=False, activity_types=[], advance=60)
     assert summary.holes == []
     assert set(column(pipeline, "objects", "object_id")) == set(truth)

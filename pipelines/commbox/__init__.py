@@ -250,11 +250,13 @@ def _state_key(settings: SourceSettings) -> str:
     A scheduled run of the full source keeps them under `streams`. A run of a subset of the
     conversation tables (`commbox_source().with_resources("objects")`) keeps its own under
     `streams@<tables>`: sharing them would move the cursor past conversations whose messages,
-    activities and transcripts were never loaded. A backfill keeps how far it got under `backfill`,
-    cleared when its range is read whole.
+    activities and transcripts were never loaded. A backfill keeps how far it got under
+    `backfill@<start>-<end>`, cleared when its range is read whole.
     """
     if settings.backfill:
-        return "backfill"
+        # Keyed by the range: an interrupted backfill resumes only a backfill of the same range.
+        assert settings.end_at is not None
+        return f"backfill@{int(settings.start_at.timestamp())}-{int(settings.end_at.timestamp())}"
     wanted = set(CONVERSATION_TABLES)
     if settings.include_transcripts:
         wanted.add("transcripts")
