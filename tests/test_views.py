@@ -132,3 +132,26 @@ def test_first_replies_agree_with_the_simulators_first_response_time(sim_factory
     assert re.search(
         r"first replies vs CommBox firstResponseTime: [\d,]+ agree, 0 disagree", render_status(status)
     )
+
+
+def sla_figures(pipeline) -> list[tuple]:
+    """Every SLA clock the marts measured, as comparable rows."""
+    return query(
+        pipeline,
+        "select object_id, metric, state, started_at, stopped_at, business_seconds "
+        "from commbox_reporting.fct_sla_events order by object_id, metric, started_at",
+    )
+
+
+def test_sla_figures_are_the_same_whatever_shape_the_api_answers_in(sim_factory, tmp_path):
+    """One account served in its default shape and exactly as the vendor documents it (list messages
+    without a sender, null fields left out): the senders are found, so every SLA clock is the same."""
+    figures = {}
+    for profile in ("default", "docs"):
+        sim = sim_factory(profile=profile, clock_running=False)  # both measured at the same now
+        pipeline = make_test_pipeline(tmp_path / profile)
+        load(pipeline, sim)
+        assert build_reporting_views(pipeline, as_of=sim.clock.now())
+        figures[profile] = sla_figures(pipeline)
+    assert figures["docs"] == figures["default"]
+    assert figures["default"] and not any(row[2] == "undetermined" for row in figures["default"])
