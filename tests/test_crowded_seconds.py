@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines.cli import EXIT_HOLES, main
+from pipelines.commbox.ops import read_status, render_status
 from tests.helpers import column, duplicate_keys, load, make_test_pipeline, query, source_settings
 
 PAGINGS = {
@@ -103,6 +104,13 @@ def test_a_second_the_api_cannot_page_is_a_hole_that_a_later_run_fills(
         (truth[next(iter(touched))]["stream_id"], crowded_second, True)
     ]
 
+    status = read_status(pipeline)
+    assert [(stream_id, tries) for stream_id, _, tries in status.open_holes] == [
+        (truth[next(iter(touched))]["stream_id"], 1)
+    ]
+    assert "open holes (seconds not yet read whole" in render_status(status)
+    assert status.as_dict()["open_holes"][0]["stream_id"] == status.open_holes[0][0]
+
     # still unreadable: the hole stays open and the run still says so
     sim.clock.advance(600)
     assert main(["run", *flags]) == EXIT_HOLES
@@ -114,5 +122,6 @@ def test_a_second_the_api_cannot_page_is_a_hole_that_a_later_run_fills(
     pipeline.sync_destination()
     assert_objects_and_messages_equal_truth(pipeline, sim)
     assert query(pipeline, "select count(*) from holes where is_open") == [(0,)]
+    assert "open holes: none" in render_status(read_status(pipeline))
     state = pipeline.state["sources"]["commbox"]["resources"]["conversations"]["streams"]
     assert all(not stream.get("holes") for stream in state.values())

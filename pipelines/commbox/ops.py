@@ -76,6 +76,8 @@ class Status:
     last_run: LastRun | None = None
     # first/last agent replies vs CommBox's own figures; None = the views were never built
     reconciliation: Reconciliation | None = None
+    # Seconds the API could not list whole and no run has read whole since: (stream id, start, tries)
+    open_holes: list[tuple[int, datetime, int]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready form for monitoring (`commbox-etl status --json`)."""
@@ -99,6 +101,10 @@ class Status:
             "tables": self.tables,
             "last_load": {"at": _iso(self.last_load_at), "load_id": self.last_load_id},
             "reconciliation": None if self.reconciliation is None else self.reconciliation.as_dict(),
+            "open_holes": [
+                {"stream_id": stream_id, "start_at": _iso(start_at), "tries": tries}
+                for stream_id, start_at, tries in self.open_holes
+            ],
             "last_run": None
             if self.last_run is None
             else {
@@ -280,6 +286,14 @@ def read_status(pipeline: dlt.Pipeline, now: datetime | None = None) -> Status:
                 status.last_load_id, status.last_load_schema = rows[0][0], rows[0][1]
                 status.last_load_at = _utc(rows[0][2])
         status.reconciliation = read_reconciliation(client)
+        if "holes" in tables:
+            holes = client.make_qualified_table_name("holes")
+            status.open_holes = [
+                (int(stream_id), _utc(start_at), int(tries or 0))
+                for stream_id, start_at, tries in client.execute_sql(
+                    f"select stream_id, start_at, tries from {holes} where is_open order by stream_id, start_at"
+                )
+            ]
     return status
 
 
@@ -332,6 +346,14 @@ def render_status(status: Status) -> str:
     else:
         lines.append("last load: none")
     lines.extend(status.reconciliation.lines() if status.reconciliation else [RECONCILIATION_NOT_BUILT])
+    if status.open_holes:
+        named = ", ".join(
+            f"stream {stream_id} second {_iso(start_at)} ({tries} tries)"
+            for stream_id, start_at, tries in status.open_holes
+        )
+        lines.append(f"open holes (seconds not yet read whole, re-read every run): {named}")
+    else:
+        lines.append("open holes: none")
     lines.append(_last_run_line(status))
     return "\n".join(lines)
 
