@@ -80,16 +80,31 @@ def test_postgres_lost_during_the_views_step_is_one_line(
     sim = sim_factory(conversations=60, clock_running=False)
     sim.clock.advance(600)
     cli = Cli(tmp_path, sim, destination="postgres", location=postgres_credentials, log_level="WARNING")
-    assert cli.run().returncode == 0
+    with_views = [arg for arg in cli.args("run") if arg != "--no-views"]
+    first = cli.finish(
+        subprocess.Popen(
+            with_views, env=cli.env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+    )
+    assert first.returncode == 0, first.output
     database = postgres_credentials.rsplit("/", 1)[1]
     holder, killer = postgres_server.admin_connect(database), postgres_server.admin_connect(database)
     try:
+        with killer.cursor() as cur:
+            cur.execute(
+                "select table_name from information_schema.views where table_schema = 'commbox_reporting'"
+            )
+            trap = f"commbox_reporting.{cur.fetchone()[0]}"
+            # One view becomes a table that only the views step touches (it drops what stands in
+            # the place of a view); locking a view would lock the raw tables under it as well.
+            cur.execute(f"drop view {trap} cascade")
+            cur.execute(f"create table {trap} (trap int)")
+            cur.execute(f'alter table {trap} owner to "{postgres_server.loader_role}"')
         holder.autocommit = False
         with holder.cursor() as cur:
-            # The views step starts by reading the raw objects: it waits here until terminated.
-            cur.execute("lock table commbox_raw.objects in access exclusive mode")
+            cur.execute(f"lock table {trap} in access exclusive mode")
         process = subprocess.Popen(
-            [arg for arg in cli.args("run") if arg != "--no-views"],
+            with_views,
             env=cli.env(RUNTIME__LOG_LEVEL="WARNING"),
             cwd=tmp_path,
             stdout=subprocess.PIPE,
@@ -107,10 +122,17 @@ def test_postgres_lost_during_the_views_step_is_one_line(
                 waiting[:] = [row[0] for row in cur.fetchall()]
             return bool(waiting)
 
-        assert wait_for(blocked, process, timeout=120), "the views step never reached the raw tables"
-        with killer.cursor() as cur:
-            for pid in waiting:
-                cur.execute("select pg_terminate_backend(%s)", (pid,))
+        assert wait_for(blocked, process, timeout=120), "the views step never reached the views"
+
+        def terminated() -> bool:
+            # Every connection the views step opens again is cut too, as when the server is gone.
+            if blocked():
+                with killer.cursor() as cur:
+                    for pid in waiting:
+                        cur.execute("select pg_terminate_backend(%s)", (pid,))
+            return process.poll() is not None
+
+        assert wait_for(terminated, process, timeout=120)
         result = cli.finish(process)
     finally:
         holder.rollback()
