@@ -78,6 +78,10 @@ BAD: list[tuple[dict[str, str], tuple[str, ...], str]] = [
     *[({K + "REQUEST_TIMEOUT_SECONDS": v}, RUN, "request_timeout_seconds") for v in ("0", "nan", "1e9")],
     ({K + "TIME_FILTER_MODE": "sideways"}, RUN, "time_filter_mode"),
     *[({K + "CREATED_MODE_REREAD_DAYS": v}, RUN, "created_mode_reread_days") for v in ("-1", "nan", "1000")],
+    *[
+        ({K + "CHECKPOINT_CONVERSATIONS": v}, RUN, "checkpoint_conversations")
+        for v in ("-1", "abc", "1.5", "inf", "1e12")
+    ],
     ({K + "PSEUDONYMIZE": "maybe"}, RUN, "pseudonymize"),
     ({K + "PSEUDONYMIZE": "true"}, RUN, "pseudonymize_key"),
     *[({K + "START_DATE": v}, RUN, "start_date") for v in ("2099-01-01", "not-a-date", "2024-13-45")],
