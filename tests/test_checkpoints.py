@@ -48,6 +48,12 @@ def test_a_backfill_in_slices_reads_its_range_whole_and_again_when_rerun(sim_fac
     pipeline = make_test_pipeline(tmp_path, name="commbox_backfill")
     first = load(pipeline, sim, backfill=window, advance=0, checkpoint_conversations=300, **LIGHT)
     assert first.checkpoints >= 3
+    # every stream read once: a stream finished in an early slice is not read again in a later one
+    assert first.conversations == len(sim.truth.objects())
+    assert not any(
+        key.startswith("backfill")
+        for key in pipeline.state["sources"]["commbox"]["resources"]["conversations"]
+    )
     assert set(column(pipeline, "objects", "object_id")) == {o["object_id"] for o in sim.truth.objects()}
     # a finished backfill leaves no progress behind: run again, it reads the whole range again
     second = load(pipeline, sim, backfill=window, advance=0, checkpoint_conversations=0, **LIGHT)

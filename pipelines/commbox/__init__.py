@@ -204,7 +204,8 @@ def _conversations(context: RunContext) -> Iterator[TDataItem]:
     a failed run leaves it where it was.
     """
     settings = context.settings
-    states = dlt.current.resource_state().setdefault(_state_key(settings), {})
+    root, key = dlt.current.resource_state(), _state_key(settings)
+    states = root.setdefault(key, {})
     now = context.server_now()
     checkpoint_due = None
     if settings.checkpoint_conversations:
@@ -237,6 +238,10 @@ def _conversations(context: RunContext) -> Iterator[TDataItem]:
             yield batch
         context.holes[stream_id] = walker.open_holes
         context.more = walker.stopped_at is not None
+    if settings.backfill and not context.more:
+        # A backfill that read its range whole leaves nothing behind: scheduled intervals (Airflow)
+        # would otherwise pile up one empty entry each.
+        root.pop(key, None)
 
 
 # The tables every conversation read feeds. Their rows and the stream cursors move together, so a

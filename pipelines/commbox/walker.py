@@ -78,6 +78,8 @@ class StreamWalker:
         if settings.backfill:
             assert settings.end_at is not None
             # A backfill's own state holds how far an interrupted backfill of this range got.
+            if (self.state or {}).get("done"):
+                return end, end
             start = max(int(settings.start_at.timestamp()), int((self.state or {}).get("cursor") or 0))
             return start, min(int(settings.end_at.timestamp()), end)
         cursor = (self.state or {}).get("cursor")
@@ -115,8 +117,10 @@ class StreamWalker:
             yield from self._walk_range(restart, end, mode)
         if self.state is not None:
             if self.settings.backfill and self.stopped_at is None:
-                # The range is read whole: a backfill of it run again reads it all again.
+                # This stream's range is read whole: later slices of the backfill skip it (the
+                # source drops the whole backfill entry once every stream is done).
                 self.state.clear()
+                self.state["done"] = True
             else:
                 self._commit(self.stopped_at or end, mode)
         self.open_holes = [(int(start), hole["end"]) for start, hole in self.holes.items()]
