@@ -132,7 +132,7 @@ def test_postgres_loader_with_only_connect_and_create(
     canary_sim, postgres_server, tmp_path, faults_report, request
 ):
     """Scenario 14: a role that is no superuser, owns no database and has CONNECT and CREATE on one
-    database (the grants the README gives) loads, re-runs and builds nothing else."""
+    database (the grants docs/reliability.md gives) loads, re-runs and builds nothing else."""
     admin = postgres_server.admin_connect()
     database = f"commbox_least_{tmp_path.name[-8:].lower().replace('-', '_')}"
     role = postgres_server.loader_role

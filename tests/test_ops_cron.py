@@ -1,6 +1,6 @@
-"""The README's crontab line, run as cron would: `sh -c`, an almost empty environment, twice over.
+"""The crontab line of docs/operations.md, run as cron would: `sh -c`, an almost empty environment, twice.
 
-The line is taken from the README with only its folder and log file replaced, so the documented line
+The line is taken from the page with only its folder and log file replaced, so the documented line
 is the tested one.
 """
 
@@ -21,9 +21,9 @@ SUMMARY = re.compile(r"^commbox-etl summary (?P<pairs>(?:[a-z_.]+=\S+ ?)+)$", re
 
 
 def _crontab_line() -> str:
-    blocks = re.findall(r"```cron\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+    blocks = re.findall(r"```cron\n(.*?)```", (ROOT / "docs" / "operations.md").read_text(), re.DOTALL)
     lines = [line for block in blocks for line in block.splitlines() if "commbox-etl run " in line]
-    assert lines, "the README shows no crontab line for `commbox-etl run`"
+    assert lines, "docs/operations.md shows no crontab line for `commbox-etl run`"
     return lines[0]
 
 
