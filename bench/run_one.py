@@ -29,7 +29,7 @@ def _table_counts(pipeline: Any, tables: dict[str, str]) -> dict[str, int]:
 
 
 def run_pipeline_contender(spec: dict[str, Any]) -> dict[str, Any]:
-    from pipelines.commbox.runner import make_pipeline, run_pipeline
+    from pipelines.ops.runner import make_pipeline, run_pipeline
 
     workdir = Path(spec["workdir"])
     os.environ["DESTINATION__DUCKDB__CREDENTIALS"] = str(workdir / "warehouse.duckdb")
@@ -73,7 +73,7 @@ def _time_steps(pipeline: Any) -> dict[str, float]:
 
 def run_views_contender(spec: dict[str, Any]) -> dict[str, Any]:
     """Time the marts on a warehouse an earlier pipeline run left in `workdir`."""
-    from pipelines.commbox.runner import make_pipeline
+    from pipelines.ops.runner import make_pipeline
 
     workdir = Path(spec["workdir"])
     os.environ["DESTINATION__DUCKDB__CREDENTIALS"] = str(workdir / "warehouse.duckdb")
@@ -110,7 +110,7 @@ def _time_views(pipeline: Any, donor: str | None = None) -> dict[str, Any]:
     """Build the reporting views as a run does (SLA tables, then views), then time `select *` of
     each mart, fully fetched, twice."""
     try:
-        from pipelines.commbox.runner import build_reporting_views as build_views
+        from pipelines.ops.runner import build_reporting_views as build_views
     except ImportError as error:
         return {"skipped": f"the reporting views are not importable ({error})"}
     borrowed = _borrow_missing_tables(pipeline, donor) if donor else []

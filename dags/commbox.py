@@ -85,7 +85,7 @@ except ImportError:  # Airflow 2
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from pipelines.commbox.config import parse_moment, parse_stream_ids
-from pipelines.commbox.runner import make_pipeline, preferred_file_format
+from pipelines.ops.runner import make_pipeline, preferred_file_format
 
 log = logging.getLogger("commbox.airflow")
 

@@ -16,9 +16,9 @@ from dlt.common.schema import Schema
 
 from pipelines.commbox import commbox_source
 from pipelines.commbox.config import ConfigError
-from pipelines.commbox.runner import load_sla_tables, make_pipeline, read_sla_config
 from pipelines.commbox.settings import DEFAULT_LOOKBACK_SECONDS
-from pipelines.commbox.views import build_views
+from pipelines.ops.runner import load_sla_tables, make_pipeline, read_sla_config
+from pipelines.reporting.views import build_views
 
 log = logging.getLogger("commbox.airflow")
 

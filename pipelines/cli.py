@@ -1,4 +1,4 @@
-"""`commbox-etl`: thin entry points over `pipelines.commbox.runner` and the simulator."""
+"""`commbox-etl`: thin entry points over `pipelines.ops` (runner, status, doctor), `pipelines.reporting` and the simulator."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def install_redaction() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pipelines.commbox.runner import backfill_pipeline_name, make_pipeline, run_pipeline
+    from pipelines.ops.runner import backfill_pipeline_name, make_pipeline, run_pipeline
 
     streams = getattr(args, "streams", None)
     if args.command == "backfill":
@@ -136,7 +136,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _pipeline_of(args: argparse.Namespace) -> Any:
     """The pipeline a command's `--destination`, `--dataset`, `--pipeline-name` and `--pipelines-dir` name."""
-    from pipelines.commbox.runner import make_pipeline
+    from pipelines.ops.runner import make_pipeline
 
     return make_pipeline(
         destination=args.destination,
@@ -148,7 +148,7 @@ def _pipeline_of(args: argparse.Namespace) -> Any:
 
 def _views(args: argparse.Namespace) -> int:
     from pipelines.commbox.config import parse_moment
-    from pipelines.commbox.runner import build_reporting_views
+    from pipelines.ops.runner import build_reporting_views
 
     pipeline = _pipeline_of(args)
     pipeline.sync_destination()
@@ -159,12 +159,12 @@ def _views(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from pipelines.commbox.report import render_report
+    from pipelines.reporting.report import render_report
 
     pipeline = _pipeline_of(args)
     pipeline.sync_destination()
     if args.html:
-        from pipelines.commbox.report_html import write_html_report
+        from pipelines.reporting.report_html import write_html_report
 
         path = write_html_report(pipeline, Path(args.html), days=args.days)
         print(f"SLA report written to {path}")
@@ -176,7 +176,7 @@ def _report(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     import json
 
-    from pipelines.commbox.ops import read_status, render_status
+    from pipelines.ops.status import read_status, render_status
 
     pipeline = _pipeline_of(args)
     status = read_status(pipeline)
@@ -194,7 +194,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from pipelines.commbox.ops import run_doctor
+    from pipelines.ops.doctor import run_doctor
 
     checks = run_doctor(lambda: _pipeline_of(args), timeout=args.timeout)
     for check in checks:
@@ -213,7 +213,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     """Start the simulator in its own process, load its whole history, build the views, report."""
-    from pipelines.commbox.runner import make_pipeline, run_pipeline
+    from pipelines.ops.runner import make_pipeline, run_pipeline
 
     with tempfile.TemporaryDirectory() as tmp:
         ready = Path(tmp) / "ready"
@@ -265,12 +265,12 @@ def _demo(args: argparse.Namespace) -> int:
     print(summary.line(), flush=True)
     print(f"\nLoaded into {Path('commbox.duckdb').resolve()} (dataset {pipeline.dataset_name})")
     try:
-        from pipelines.commbox.report import render_report
+        from pipelines.reporting.report import render_report
     except ImportError:
         pass
     else:
         print(render_report(pipeline, days=7))
-    from pipelines.commbox.report_html import write_html_report
+    from pipelines.reporting.report_html import write_html_report
 
     path = write_html_report(pipeline, Path(args.html), days=14)
     print(f"\nSLA report with charts (open it in a browser): {path}", flush=True)
@@ -292,7 +292,7 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     from pipelines.commbox.client import ApiError
     from pipelines.commbox.config import ConfigError
-    from pipelines.commbox.runner import RunLocked, ViewsFailed
+    from pipelines.ops.runner import RunLocked, ViewsFailed
 
     parser = build_parser()
     # argparse's REMAINDER does not pass on arguments that look like options, so everything after

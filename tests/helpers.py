@@ -8,7 +8,7 @@ from typing import Any
 
 import dlt
 
-from pipelines.commbox.runner import RunSummary, run_pipeline
+from pipelines.ops.runner import RunSummary, run_pipeline
 
 PRIMARY_KEYS = {
     "objects": "object_id",

@@ -15,7 +15,7 @@ import pytest
 from dlt.common.versioned_state import decompress_state
 
 from pipelines.commbox.config import ConfigError
-from pipelines.commbox.runner import make_pipeline
+from pipelines.ops.runner import make_pipeline
 from tests.helpers import query, source_settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dags"))

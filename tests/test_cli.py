@@ -10,7 +10,7 @@ import dlt
 import pytest
 import requests
 
-from pipelines.commbox.runner import run_pipeline
+from pipelines.ops.runner import run_pipeline
 from tests.fixtures.faults_harness import Cli, wait_for
 from tests.helpers import make_test_pipeline, query, source_settings
 

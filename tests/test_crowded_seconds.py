@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines.cli import EXIT_HOLES, main
-from pipelines.commbox.ops import read_status, render_status
+from pipelines.ops.status import read_status, render_status
 from tests.helpers import column, duplicate_keys, load, make_test_pipeline, query, source_settings
 
 PAGINGS = {

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from pipelines.commbox.runner import run_pipeline
+from pipelines.ops.runner import run_pipeline
 from tests.fixtures.faults_harness import Cli, Warehouse, cursors, oracle
 from tests.helpers import assert_equals_truth, load, make_test_pipeline, source_settings
 

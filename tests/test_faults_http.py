@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 from pipelines.commbox.client import ApiError
-from pipelines.commbox.runner import run_pipeline
 from pipelines.commbox_sim.config import BAD_PAYLOADS
+from pipelines.ops.runner import run_pipeline
 from tests.fixtures.faults_harness import Cli, Warehouse, cursors, oracle
 from tests.helpers import load, make_test_pipeline, source_settings
 

@@ -60,8 +60,8 @@ PHASES = {"extract": in_extract, "normalize": in_normalize, "load": in_load}
 @pytest.fixture(scope="module")
 def clean_keys(tmp_path_factory):
     """The key sets of an undisturbed run of the same account (the `canary_sim` defaults)."""
-    from pipelines.commbox.runner import run_pipeline
     from pipelines.commbox_sim import SimConfig, Simulator
+    from pipelines.ops.runner import run_pipeline
     from tests.helpers import make_test_pipeline, source_settings
 
     sim = Simulator(SimConfig(seed=3, conversations=120, clock_running=False, api_key=CANARY_KEY))

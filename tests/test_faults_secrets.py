@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pipelines.commbox.config import ConfigError
-from pipelines.commbox.runner import run_pipeline
+from pipelines.ops.runner import run_pipeline
 from tests.fixtures.faults_harness import (
     CANARY_KEY,
     CANARY_PSEUDONYMIZE_KEY,

@@ -17,8 +17,8 @@ import pytest
 
 from pipelines.commbox import commbox_source
 from pipelines.commbox.config import parse_moment
-from pipelines.commbox.runner import preferred_file_format
-from pipelines.commbox.versions import VERSIONED_TABLES, keep_newest
+from pipelines.ops.runner import preferred_file_format
+from pipelines.ops.versions import VERSIONED_TABLES, keep_newest
 from tests.helpers import assert_equals_truth, load, make_test_pipeline, query, source_settings
 
 THE_ISSUES_CHANGES = {"messages": 120, "status_changes": 60, "closures": 40, "reassignments": 20}

@@ -6,17 +6,8 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from pipelines.commbox.normalise import (
-    BadRecord,
-    Warnings,
-    activity_rows,
-    manager_row,
-    object_bundle,
-    parse_json_text,
-    parse_timestamp,
-    to_int,
-    transcript_row,
-)
+from pipelines.commbox.coerce import Warnings, parse_json_text, parse_timestamp, to_int
+from pipelines.commbox.normalise import BadRecord, activity_rows, manager_row, object_bundle, transcript_row
 
 BASE_OBJECT = {
     "objectId": 62824402,

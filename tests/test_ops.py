@@ -11,9 +11,10 @@ import dlt
 import pytest
 
 from pipelines.cli import main
-from pipelines.commbox.ops import format_lag, read_status, render_status, run_doctor
-from pipelines.commbox.runner import run_pipeline
-from pipelines.commbox.views import build_views
+from pipelines.ops.doctor import run_doctor
+from pipelines.ops.runner import run_pipeline
+from pipelines.ops.status import format_lag, read_status, render_status
+from pipelines.reporting.views import build_views
 from tests.helpers import load, make_test_pipeline, source_settings
 from tests.test_sla_known_answers import CONVERSATIONS, load_conversations
 

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipelines.commbox.runner import pipeline_lock
+from pipelines.ops.runner import pipeline_lock
 from tests.helpers import source_settings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from pipelines.commbox.config import ConfigError
-from pipelines.commbox.runner import make_pipeline, run_pipeline
+from pipelines.ops.runner import make_pipeline, run_pipeline
 from tests.helpers import (
     assert_equals_truth,
     column,

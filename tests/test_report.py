@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dlt
 
-from pipelines.commbox.report import format_table, render_report
-from pipelines.commbox.views import build_views
+from pipelines.reporting.report import format_table, render_report
+from pipelines.reporting.views import build_views
 from tests.test_sla_known_answers import CONVERSATIONS, load_conversations
 
 

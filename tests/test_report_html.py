@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from pipelines.cli import main
-from pipelines.commbox.report import Agreement, Reconciliation
-from pipelines.commbox.report_html import PALETTE, ReportData, collect, render_html, write_html_report
-from pipelines.commbox.runner import run_pipeline
-from pipelines.commbox.views import build_views
+from pipelines.ops.runner import run_pipeline
+from pipelines.reporting.report import Agreement, Reconciliation
+from pipelines.reporting.report_html import PALETTE, ReportData, collect, render_html, write_html_report
+from pipelines.reporting.views import build_views
 from tests.helpers import make_test_pipeline, query, source_settings
 from tests.test_sla_known_answers import CONVERSATIONS, load_conversations
 

@@ -16,7 +16,7 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.commbox.config import ConfigError
-from pipelines.commbox.runner import run_pipeline
+from pipelines.ops.runner import run_pipeline
 from tests.fixtures.faults_harness import CANARY_KEY, Cli, files_containing
 from tests.helpers import make_test_pipeline, source_settings
 

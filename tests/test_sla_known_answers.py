@@ -35,8 +35,8 @@ import dlt
 import duckdb
 import pytest
 
-from pipelines.commbox.sla import load_sla_config, sla_resources
-from pipelines.commbox.views import build_views
+from pipelines.reporting.sla import load_sla_config, sla_resources
+from pipelines.reporting.views import build_views
 
 SLA_CONFIG = {
     "default": {

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import pytest
 import sqlglot
 
-from pipelines.commbox.ops import read_status, render_status
-from pipelines.commbox.runner import build_reporting_views
-from pipelines.commbox.views import DIALECTS, SQL_DIR, materializations, render_views, translate, view_files
 from pipelines.commbox_sim.config import PROFILES
+from pipelines.ops.runner import build_reporting_views
+from pipelines.ops.status import read_status, render_status
+from pipelines.reporting.views import DIALECTS, SQL_DIR, materializations, render_views, translate, view_files
 from tests.helpers import load, make_test_pipeline, query
 
 

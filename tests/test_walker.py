@@ -9,8 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from pipelines.commbox.coerce import Warnings
 from pipelines.commbox.config import SourceSettings, validate
-from pipelines.commbox.normalise import Warnings
 from pipelines.commbox.settings import MODE_CREATED, MODE_UPDATED
 from pipelines.commbox.walker import StreamWalker
 from pipelines.commbox.windows import CapTracker, WindowReader

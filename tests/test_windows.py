@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from pipelines.commbox.client import BadRequest
-from pipelines.commbox.normalise import Warnings
+from pipelines.commbox.coerce import Warnings
 from pipelines.commbox.settings import MIN_NEGOTIATED_PAGE_SIZE, MODE_UPDATED, TIME_FILTER_SPELLINGS
 from pipelines.commbox.windows import CapTracker, WindowReader
 from tests.fakes import FakeAccount

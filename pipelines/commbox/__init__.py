@@ -15,14 +15,13 @@ Tables (dataset `commbox_raw` by default), all with write disposition `merge`:
 | bad_records | record_id | payload items that could not be keyed, kept raw rather than dropped |
 | holes | hole_id | seconds the API could not list whole: open until a later run reads them whole |
 
-Newest wins: after every load `versions.keep_newest` deletes the rows of superseded conversation
+Newest wins: after every load `pipelines.ops.versions.keep_newest` deletes the rows of superseded conversation
 versions, so any interleaving of runs and backfills ends at each conversation's newest version
 (docs/reliability.md).
 """
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import logging
 import threading
@@ -32,21 +31,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 import dlt
-import orjson
 from dlt.common.typing import TDataItem, TSecretStrValue
 from dlt.extract.resource import DltResource
 
 from .client import OPTIONAL_ENDPOINT_ERRORS, CommBoxClient, NotFound
+from .coerce import Warnings, as_list, to_int
 from .config import SourceSettings, validate
-from .normalise import (
-    BadRecord,
-    Warnings,
-    activity_rows,
-    as_list,
-    manager_row,
-    to_int,
-    transcript_row,
-)
+from .normalise import BadRecord, activity_rows, manager_row, transcript_row
 from .pii import Pseudonymiser, no_scrub
 from .senders import apply_senders, disagrees_with_first_response, fetch_senders, needs_sender
 from .settings import (
@@ -71,12 +62,11 @@ from .settings import (
     STREAM_AVAILABILITY,
     SYSTEM_STATUS,
 )
-from .tables import TABLE_COLUMNS
-from .versions import VERSION_FLOOR, keep_newest
+from .tables import TABLE_COLUMNS, VERSION_COLUMN, VERSION_FLOOR
 from .walker import StreamWalker
 from .windows import CapTracker, WindowReader
 
-__all__ = ["RunContext", "commbox_source", "keep_newest", "version_of"]
+__all__ = ["RunContext", "commbox_source", "version_of"]
 
 logger = logging.getLogger("commbox")
 
@@ -459,16 +449,6 @@ def _streams(context: RunContext) -> Iterator[TDataItem]:
     yield rows
 
 
-def bad_record(raw: Any, stream_id: int, reason: str) -> dict[str, Any]:
-    payload = orjson.dumps(raw, default=str).decode()
-    return {
-        "record_id": hashlib.sha1(f"{stream_id}|{payload}".encode()).hexdigest()[:24],
-        "stream_id": stream_id,
-        "reason": reason,
-        "payload": payload,
-    }
-
-
 def _resource(fn: Any, name: str, **hints: Any) -> Any:
     return dlt.resource(fn, name=name, columns=TABLE_COLUMNS.get(name), max_table_nesting=0, **hints)
 
@@ -484,8 +464,7 @@ MERGE = "merge"
 SETTING_NAMES = frozenset(inspect.signature(validate).parameters)
 # Versioned tables merge on (entity, version): loading a version twice replaces its rows, two reads
 # of one version keep the union of their rows, and older versions are deleted after the load by
-# `versions.keep_newest`, never by the merge (a late older read must not replace a newer one).
-VERSION_COLUMN = "object_updated_at"
+# `pipelines.ops.versions.keep_newest`, never by the merge (a late older read must not replace a newer one).
 # Warehouses loaded before versioning carry `merge_key` on `object_id` in their stored schema (the
 # old per-conversation delete-insert); hints merge into it, so the key is switched off explicitly.
 NO_MERGE_KEY = {"object_id": {"name": "object_id", "merge_key": False}}

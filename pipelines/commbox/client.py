@@ -25,7 +25,7 @@ import orjson
 import requests
 from requests.adapters import HTTPAdapter
 
-from .normalise import parse_timestamp, to_int
+from .coerce import parse_timestamp, to_int
 from .settings import (
     DEFAULT_CONNECT_TIMEOUT_SECONDS,
     DEFAULT_MAX_ATTEMPTS,

@@ -12,10 +12,10 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
-from .normalise import parse_timestamp
+from .coerce import parse_timestamp
+from .enums import ACTIVITY_TYPE_NAMES
 from .redact import MASK, register_secret, url_password
 from .settings import (
-    ACTIVITY_TYPE_NAMES,
     DEFAULT_ACTIVITY_TYPES,
     DEFAULT_START_DAYS_AGO,
     MAX_PAGE_SIZE,

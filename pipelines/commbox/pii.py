@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from .normalise import parse_json_text, to_text
+from .coerce import parse_json_text, to_text
 
 # Raw field names (every spelling the API uses) whose values identify a customer or carry their words.
 PII_FIELDS = frozenset(

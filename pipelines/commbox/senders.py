@@ -21,7 +21,8 @@ from datetime import datetime
 from typing import Any
 
 from .client import OPTIONAL_ENDPOINT_ERRORS, CommBoxClient, NotFound
-from .normalise import Warnings, as_list, child_bundle
+from .coerce import Warnings, as_list
+from .normalise import child_bundle
 from .settings import STREAM_OBJECT
 
 SENDER_COLUMNS = ("is_manager", "manager_id", "user_id", "identity_id")

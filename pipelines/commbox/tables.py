@@ -5,14 +5,22 @@ value so far was empty, and has the same type on every destination. Columns not 
 still loaded: dlt infers and evolves them.
 
 `object_updated_at` on childs, activities and transcripts is the version (`updatedTime`) of the
-conversation the row was read with; it is part of their primary keys (see `versions.py`). It is
+conversation the row was read with; it is part of their primary keys (see `pipelines/ops/versions.py`). It is
 nullable so that warehouses loaded before it existed take it as an added column: their rows carry
-NULL, which `versions.py` ranks below every version.
+NULL, which `keep_newest` ranks below every version.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+
+# The version column of the rows that belong to one version of a conversation.
+VERSION_COLUMN = "object_updated_at"
+# Tables whose rows belong to one version of a conversation, besides `objects` itself.
+VERSIONED_TABLES = ("childs", "activities", "transcripts")
+# The version of a conversation whose updatedTime and createdTime are both unreadable.
+VERSION_FLOOR = datetime(1970, 1, 1, tzinfo=UTC)
 
 TS = {"data_type": "timestamp", "timezone": True}
 BIGINT = {"data_type": "bigint"}

@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterator, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
+from .coerce import Warnings
 from .config import SourceSettings
-from .normalise import BadRecord, Warnings, object_bundle, updated_marker
+from .normalise import BadRecord, bad_record, object_bundle, updated_marker
 from .settings import MODE_AUTO, MODE_CREATED, MODE_UPDATED
 from .windows import WindowReader, created_epoch, updated_epoch
 
@@ -235,8 +236,6 @@ class StreamWalker:
         return False
 
     def _changed(self, items: list[Any], mode: str) -> Iterator[dict[str, Any]]:
-        from . import bad_record  # the row shape for rejects lives with the resources
-
         for raw in items:
             if self.scrub is not None:
                 raw = self.scrub(raw)

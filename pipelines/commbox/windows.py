@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .client import ApiError, BadRequest, CommBoxClient
-from .normalise import Warnings, as_list, first, parse_timestamp, to_int
+from .coerce import Warnings, as_list, first, parse_timestamp, to_int
+from .enums import ObjectStatus
 from .settings import (
     MAX_PAGES_PER_SECOND,
     MIN_NEGOTIATED_PAGE_SIZE,
@@ -30,7 +31,6 @@ from .settings import (
     STREAM_OBJECTS,
     TIME_FILTER_PARAM,
     TIME_FILTER_SPELLINGS,
-    ObjectStatus,
 )
 
 logger = logging.getLogger("commbox.windows")

@@ -23,20 +23,15 @@ a conversation is read again they are the only rows it has.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
 from typing import Any
 
 import dlt
 
-__all__ = ["VERSIONED_TABLES", "VERSION_FLOOR", "keep_newest", "superseded_sql"]
+from ..commbox.tables import VERSION_COLUMN, VERSIONED_TABLES
+
+__all__ = ["VERSIONED_TABLES", "keep_newest", "superseded_sql"]
 
 logger = logging.getLogger("commbox.versions")
-
-VERSION_COLUMN = "object_updated_at"
-# Tables whose rows belong to one version of a conversation, besides `objects` itself.
-VERSIONED_TABLES = ("childs", "activities", "transcripts")
-# The version of a conversation whose updatedTime and createdTime are both unreadable.
-VERSION_FLOOR = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def superseded_sql(table: str, qualified: str, objects: str) -> str:

@@ -29,9 +29,9 @@ from dlt.common.configuration.exceptions import (
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from . import commbox_source
-from .client import ApiError
-from .config import (
+from ..commbox import commbox_source
+from ..commbox.client import ApiError
+from ..commbox.config import (
     ConfigError,
     config_error_from_dlt,
     parse_moment,
@@ -39,8 +39,13 @@ from .config import (
     sla_section,
     validate_dataset_name,
 )
-from .redact import redact, scrub_trace
-from .settings import DEFAULT_DUCKDB_FILE, DEFAULT_PIPELINE_NAME, DEFAULT_RAW_DATASET, DUCKDB_MEMORY_LIMIT
+from ..commbox.redact import redact, scrub_trace
+from ..commbox.settings import (
+    DEFAULT_DUCKDB_FILE,
+    DEFAULT_PIPELINE_NAME,
+    DEFAULT_RAW_DATASET,
+    DUCKDB_MEMORY_LIMIT,
+)
 from .versions import keep_newest
 
 logger = logging.getLogger("commbox.runner")
@@ -303,7 +308,9 @@ def run_pipeline(
             context = source.resources["conversations"].run_context
             _run_slice(pipeline, source, context, summary, refresh)
             holes.update(context.holes)
-            summary.holes = [(stream_id, a, b) for stream_id, found in sorted(holes.items()) for a, b in found]
+            summary.holes = [
+                (stream_id, a, b) for stream_id, found in sorted(holes.items()) for a, b in found
+            ]
             if not context.more:
                 break
             # A checkpoint: this slice is loaded with its state; the next one goes on from there.
@@ -413,7 +420,7 @@ def loaded_row_counts(pipeline: dlt.Pipeline) -> dict[str, int]:
 
 def read_sla_config() -> Any:
     """The validated `[sla]` configuration; a bad one is a `ConfigError` before any request."""
-    from .sla import load_sla_config
+    from ..reporting.sla import load_sla_config
 
     try:
         return load_sla_config(sla_section())
@@ -424,7 +431,7 @@ def read_sla_config() -> Any:
 def load_sla_tables(pipeline: dlt.Pipeline, sla_config: Any) -> None:
     """(Re)load the SLA policies, business windows and statuses for every stream and the whole span
     of the loaded data, so the views need no time-zone arithmetic."""
-    from .sla import sla_resources
+    from ..reporting.sla import sla_resources
 
     # Views read one version per conversation: loads that did not clean up after themselves (the
     # Airflow DAG's stream tasks load with dlt's own task group) are cleaned up here.
@@ -472,7 +479,7 @@ def discard_unfinished_packages(pipeline: dlt.Pipeline) -> None:
 
 def build_reporting_views(pipeline: dlt.Pipeline, as_of: Any = None, sla_config: Any = None) -> list[str]:
     """Load the SLA inputs and create the SLA views, once the raw tables exist."""
-    from .views import build_views
+    from ..reporting.views import build_views
 
     if not has_loaded_objects(pipeline):
         return []

@@ -17,7 +17,7 @@ Plus `cb_as_of()`, replaced when rendering by the build's "now" (a literal) or N
 loaded data). Views refer to raw tables as `commbox_raw.<table>` and to each other as
 `commbox_reporting.<view>`; both schema names are replaced with the configured ones. No view uses
 dates series, weekdays or week truncation: time zones and calendars come precomputed from
-`pipelines/commbox/sla.py`.
+`pipelines/reporting/sla.py`.
 """
 
 from __future__ import annotations
@@ -235,7 +235,7 @@ def _materialize_missing_raw_tables(pipeline: Any) -> None:
     no rejects yet), so every staging view has a table to read."""
     import dlt
 
-    from .tables import TABLE_COLUMNS
+    from ..commbox.tables import TABLE_COLUMNS
 
     with pipeline.sql_client() as client:
         rows = client.execute_sql(

@@ -46,28 +46,25 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import dlt
 from dlt.extract.resource import DltResource
 
+from ..commbox.enums import STATUS_NAMES, ObjectStatus
+
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
-# ObjectStatusType, from the vendor's enum.
-STATUS_NAMES: dict[int, str] = {
-    1: "Open",
-    2: "Resolved",
-    3: "Forward",
-    4: "Irrelevant",
-    5: "Deleted",
-    6: "Forward Reply",
-    7: "Draft",
-    8: "In Process",
-    9: "Scheduled",
-    10: "Follow Up",
-    11: "Automated",
-    13: "Sent",
-    14: "Archive",
-    15: "Pending",
-}
-DEFAULT_OPEN_STATUSES = (1, 3, 6, 8, 10)
-DEFAULT_PAUSED_STATUSES = (9, 15)
-DEFAULT_RESOLVED_STATUSES = (2, 14)
+# Plain ints: these go into `sla_statuses` rows and are compared with the loaded `status_id`.
+DEFAULT_OPEN_STATUSES = tuple(
+    map(
+        int,
+        (
+            ObjectStatus.OPEN,
+            ObjectStatus.FORWARD,
+            ObjectStatus.FORWARD_REPLY,
+            ObjectStatus.IN_PROCESS,
+            ObjectStatus.FOLLOW_UP,
+        ),
+    )
+)
+DEFAULT_PAUSED_STATUSES = tuple(map(int, (ObjectStatus.SCHEDULED, ObjectStatus.PENDING)))
+DEFAULT_RESOLVED_STATUSES = tuple(map(int, (ObjectStatus.RESOLVED, ObjectStatus.ARCHIVE)))
 
 WINDOWS_DAYS_BEFORE = 7
 WINDOWS_DAYS_AFTER = 60
