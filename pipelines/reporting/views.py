@@ -1,9 +1,11 @@
-"""Render the SQL views in `sql/` for a warehouse and create them.
+"""Render the dbt models in `sql/` for a warehouse and create them, without dbt.
 
-The views are written once, in the PostgreSQL dialect that DuckDB also reads, lowercase, one view per
-file (`sql/staging`, `sql/intermediate`, `sql/marts`). Each is parsed with sqlglot and generated for
-the target dialect; the few things that differ between warehouses are written as three portable
-functions and rewritten here, in one place (`DIALECT_FUNCTIONS`):
+`sql/` is a dbt package (docs/dbt.md); `pipelines/reporting/templates.py` renders the small part of
+dbt's Jinja its models use (`ref`, `source`, `config` and the package's macros). The runner renders
+each model in its portable form: PostgreSQL, which DuckDB also reads, with the few things that differ
+between warehouses left as three portable functions, which are rewritten here by sqlglot for the
+target dialect from the bodies of the dbt macros of the same name (`sql/macros/cross_db.sql`, read
+into `DIALECT_FUNCTIONS`), so dbt and the runner cannot disagree:
 
 - `cb_epoch(ts)`: seconds since 1970 of a `timestamptz`, as a double. PostgreSQL's
   `extract(epoch from ts)` on a timestamptz is absolute; going through `timestamp` would make it
@@ -13,18 +15,19 @@ functions and rewritten here, in one place (`DIALECT_FUNCTIONS`):
 - `cb_median(x)`: the median aggregate (`median`, `percentile_cont ... within group`, and an
   approximate quantile on BigQuery, which has no exact median aggregate).
 
-Plus `cb_as_of()`, replaced when rendering by the build's "now" (a literal) or NULL (= the end of the
-loaded data). Views refer to raw tables as `commbox_raw.<table>` and to each other as
-`commbox_reporting.<view>`; both schema names are replaced with the configured ones. No view uses
-dates series, weekdays or week truncation: time zones and calendars come precomputed from
-`pipelines/reporting/sla.py`.
+`cb_as_of()` becomes the build's "now" (a literal) or NULL (= the end of the loaded data), and
+`cb_custom_fields()` the `[reporting] custom_fields` allow-list. Models refer to raw tables with
+`source('commbox', ...)` and to each other with `ref(...)`; both resolve to the configured schemas.
+No model uses dates series, weekdays or week truncation: time zones and calendars come precomputed
+from `pipelines/reporting/sla.py`.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import datetime
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
@@ -32,38 +35,38 @@ from typing import Any
 import sqlglot
 from sqlglot import exp
 
+from ..commbox.config import ConfigError
+from .templates import (
+    LAYERS,  # noqa: F401 (re-exported: the model layout, read from here by older callers)
+    PORTABLE_FUNCTIONS,
+    SQL_DIR,  # noqa: F401 (re-exported)
+    check_custom_fields,
+    dispatched_macros,
+    models,
+    render,
+)
+
 logger = logging.getLogger("commbox.views")
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
-LAYERS = ("staging", "intermediate", "marts")
 SOURCE_DIALECT = "postgres"
 RAW_PLACEHOLDER = "commbox_raw"
 SCHEMA_PLACEHOLDER = "commbox_reporting"
 DIALECTS = ("duckdb", "postgres", "bigquery")
 
-# Each template is parsed in its own dialect; `__a0` is the function's argument.
-DIALECT_FUNCTIONS: dict[str, dict[str, str]] = {
-    "duckdb": {
-        "cb_epoch": "epoch(__a0)",
-        "cb_from_epoch": "to_timestamp(__a0)",
-        "cb_median": "median(__a0)",
-    },
-    "postgres": {
-        "cb_epoch": "cast(extract(epoch from __a0) as double precision)",
-        "cb_from_epoch": "to_timestamp(__a0)",
-        "cb_median": "percentile_cont(0.5) within group (order by __a0)",
-    },
-    "bigquery": {
-        "cb_epoch": "unix_micros(__a0) / 1000000",
-        "cb_from_epoch": "timestamp_micros(cast(round(__a0 * 1000000) as int64))",
-        "cb_median": "approx_quantiles(__a0, 100)[offset(50)]",
-    },
-}
+
+def _dialect_functions() -> dict[str, dict[str, str]]:
+    """Each portable function's template per dialect: the dbt macro's body for that adapter, else
+    its `default__` body (`adapter.dispatch`'s rule). `__a0` is the function's argument."""
+    macros = dispatched_macros()
+    return {
+        dialect: {name: macros[name].get(dialect, macros[name]["default"]) for name in PORTABLE_FUNCTIONS}
+        for dialect in DIALECTS
+    }
+
+
+# Each template is parsed in its own dialect.
+DIALECT_FUNCTIONS: dict[str, dict[str, str]] = _dialect_functions()
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Deep chains of views are inlined into every query that reads them, so a view read by several
-# others is planned (and computed) many times over. The few that fan out say `-- materialized: table`
-# in their header and are rebuilt as tables by every build_views() call.
-_MATERIALIZED = re.compile(r"^--\s*materialized:\s*table\s*$", re.MULTILINE)
 
 
 def _check_dialect(dialect: str) -> str:
@@ -80,7 +83,13 @@ def _check_identifier(name: str, what: str) -> str:
 
 @cache
 def _template(dialect: str, name: str) -> exp.Expression:
-    return sqlglot.parse_one(DIALECT_FUNCTIONS[dialect][name], read=dialect)
+    tree = sqlglot.parse_one(DIALECT_FUNCTIONS[dialect][name], read=dialect)
+    # The macros wrap their argument in parentheses for dbt's textual substitution; here the argument
+    # is a tree, wrapped only when it needs to be (below).
+    for paren in list(tree.find_all(exp.Paren)):
+        if isinstance(paren.this, exp.Column) and paren.this.name == "__a0":
+            paren.replace(paren.this)
+    return tree
 
 
 def _rewrite_functions(tree: exp.Expression, dialect: str) -> exp.Expression:
@@ -135,42 +144,8 @@ def translate(sql: str, dialect: str) -> str:
 
 
 def view_files() -> list[Path]:
-    """Every view file, staging first, in a dependency-respecting order."""
-    files = {path.stem: path for layer in LAYERS for path in sorted((SQL_DIR / layer).glob("*.sql"))}
-    deps = {name: _dependencies(path.read_text()) & set(files) for name, path in files.items()}
-    ordered: list[str] = []
-    visiting: set[str] = set()
-
-    def visit(name: str) -> None:
-        if name in ordered:
-            return
-        if name in visiting:
-            raise ValueError(f"circular view dependency through {name}")
-        visiting.add(name)
-        for dep in sorted(deps[name]):
-            visit(dep)
-        visiting.discard(name)
-        ordered.append(name)
-
-    for name in files:
-        visit(name)
-    return [files[name] for name in ordered]
-
-
-def _dependencies(sql: str) -> set[str]:
-    tree = sqlglot.parse_one(_strip_comments(sql), read=SOURCE_DIALECT)
-    return {table.name for table in tree.find_all(exp.Table) if table.db == SCHEMA_PLACEHOLDER}
-
-
-def _strip_comments(sql: str) -> str:
-    return "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
-
-
-def _as_of_literal(as_of: datetime | None) -> str:
-    if as_of is None:
-        return "cast(null as timestamptz)"
-    aware = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
-    return f"cast('{aware.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f')}+00:00' as timestamptz)"
+    """Every model file, staging first, each after the models it refs."""
+    return [model.path for model in models()]
 
 
 def _qualify(tree: exp.Expression, raw_dataset: str, schema: str) -> exp.Expression:
@@ -183,8 +158,13 @@ def _qualify(tree: exp.Expression, raw_dataset: str, schema: str) -> exp.Express
 
 
 def materializations() -> dict[str, str]:
-    """Each view's kind: 'table' when its file says `-- materialized: table`, else 'view'."""
-    return {path.stem: "table" if _MATERIALIZED.search(path.read_text()) else "view" for path in view_files()}
+    """Each model's kind: 'table' when it says `{{ config(materialized='table') }}`, else 'view'.
+
+    Deep chains of views are inlined into every query that reads them, so a view read by several
+    others is planned (and computed) many times over; the few that fan out are tables, rebuilt by
+    every build_views() call (and by every `dbt build`).
+    """
+    return {model.name: model.materialized for model in models()}
 
 
 def render_views(
@@ -192,6 +172,7 @@ def render_views(
     raw_dataset: str = RAW_PLACEHOLDER,
     schema: str = SCHEMA_PLACEHOLDER,
     as_of: datetime | None = None,
+    custom_fields: Sequence[str] = (),
 ) -> list[tuple[str, str]]:
     """Every view as `(name, select statement)` for `dialect`, in creation order.
 
@@ -200,48 +181,89 @@ def render_views(
         raw_dataset: the dataset/schema holding the raw tables.
         schema: the dataset/schema the views live in.
         as_of: the build's "now" for clocks still running; None = the end of the loaded data.
+        custom_fields: the `content__*` columns carried into stg_commbox__objects and fct_conversations.
     """
     _check_dialect(dialect)
     _check_identifier(raw_dataset, "raw dataset")
     _check_identifier(schema, "schema")
-    as_of_sql = sqlglot.parse_one(_as_of_literal(as_of), read=SOURCE_DIALECT)
     rendered = []
-    for path in view_files():
-        tree = sqlglot.parse_one(path.read_text(), read=SOURCE_DIALECT)
-        tree = tree.transform(
-            lambda node: (
-                as_of_sql.copy()
-                if isinstance(node, exp.Anonymous) and str(node.name).lower() == "cb_as_of"
-                else node
-            )
+    for model in models():
+        sql, _ = render(
+            model.path.read_text(),
+            where=model.name,
+            ref=lambda name: f"{SCHEMA_PLACEHOLDER}.{name}",
+            source=lambda table: f"{RAW_PLACEHOLDER}.{table}",
+            as_of=as_of,
+            custom_fields=custom_fields,
         )
-        tree = _qualify(tree, raw_dataset, schema)
-        rendered.append((path.stem, translate(tree.sql(dialect=SOURCE_DIALECT), dialect)))
+        tree = _qualify(sqlglot.parse_one(sql, read=SOURCE_DIALECT), raw_dataset, schema)
+        rendered.append((model.name, translate(tree.sql(dialect=SOURCE_DIALECT), dialect)))
     return rendered
+
+
+def custom_fields_setting() -> list[str]:
+    """`[reporting] custom_fields` (or `REPORTING__CUSTOM_FIELDS`): the allow-list of `content__*`
+    columns of the raw objects table carried into the marts; empty when unset.
+
+    Raises:
+        ConfigError: when it is not a list of `content__*` column names (one line naming the key).
+    """
+    import dlt
+
+    value = dlt.config.get("reporting.custom_fields")
+    if value is None:
+        return []
+    if isinstance(value, str):
+        import json
+
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ConfigError(
+                f"reporting.custom_fields: expected a list of content__* column names, got {value!r}"
+            ) from None
+    try:
+        return check_custom_fields(list(value) if isinstance(value, (list, tuple)) else value)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _destination_dialect(pipeline: Any) -> str:
     destination_type = str(pipeline.destination.destination_type)
     dialect = destination_type.rsplit(".", 1)[-1]
-    if dialect not in ("duckdb", "postgres"):
-        raise ValueError(
-            f"build_views creates views on duckdb and postgres; for {dialect} use render_views() output"
-        )
+    if dialect not in DIALECTS:
+        raise ValueError(f"build_views creates views on {', '.join(DIALECTS)}, not on {dialect}")
     return dialect
 
 
-def _materialize_missing_raw_tables(pipeline: Any) -> None:
+def _table_columns(client: Any, dialect: str, schema: str) -> dict[str, dict[str, str]]:
+    """`{table: {column: ''}}` plus each table's type under the key '' ('VIEW', 'BASE TABLE'...)."""
+    if dialect == "bigquery":
+        # BigQuery keeps INFORMATION_SCHEMA per dataset; the name is a checked plain identifier.
+        tables = client.execute_sql(f"select table_name, table_type from {schema}.INFORMATION_SCHEMA.TABLES")
+        columns = client.execute_sql(
+            f"select table_name, column_name from {schema}.INFORMATION_SCHEMA.COLUMNS"
+        )
+    else:
+        tables = client.execute_sql(
+            "select table_name, table_type from information_schema.tables where table_schema = %s", schema
+        )
+        columns = client.execute_sql(
+            "select table_name, column_name from information_schema.columns where table_schema = %s", schema
+        )
+    found: dict[str, dict[str, str]] = {str(name): {"": str(kind)} for name, kind in tables or []}
+    for table, column in columns or []:
+        found.setdefault(str(table), {})[str(column)] = ""
+    return found
+
+
+def _materialize_missing_raw_tables(pipeline: Any, existing: set[str]) -> None:
     """Create, empty, the raw tables a load never produced (transcripts switched off, no activity types,
     no rejects yet), so every staging view has a table to read."""
     import dlt
 
     from ..commbox.tables import TABLE_COLUMNS
 
-    with pipeline.sql_client() as client:
-        rows = client.execute_sql(
-            "select table_name from information_schema.tables where table_schema = %s", pipeline.dataset_name
-        )
-        existing = {str(row[0]) for row in rows or []}
     missing = [table for table in TABLE_COLUMNS if table not in existing]
     if missing:
         logger.info("creating empty raw tables %s", ", ".join(missing))
@@ -259,42 +281,54 @@ def build_views(
     raw_dataset: str | None = None,
     schema: str = SCHEMA_PLACEHOLDER,
     as_of: datetime | None = None,
+    custom_fields: Sequence[str] | None = None,
 ) -> list[str]:
-    """Create (or replace) every reporting view on the pipeline's destination.
+    """Create (or replace) every model of `sql/` on the pipeline's destination, as dbt would.
 
-    Views are dropped (cascade) and recreated in dependency order, so a changed column list never
-    trips PostgreSQL's `create or replace view` rules. Nothing is materialised: the views read the
-    raw tables at query time.
+    Models are dropped and recreated in dependency order, so a changed column list never trips
+    PostgreSQL's `create or replace view` rules. Views read the raw tables at query time; the few
+    models configured `materialized='table'` are rebuilt by every call.
 
     Args:
-        pipeline: a dlt pipeline with a duckdb or postgres destination.
+        pipeline: a dlt pipeline with a duckdb, postgres or bigquery destination.
         raw_dataset: the raw dataset; defaults to the pipeline's `dataset_name`.
         schema: the schema to create the views in.
         as_of: "now" for running clocks; None = the end of the loaded data (deterministic).
+        custom_fields: the `content__*` columns carried into the marts; None reads
+            `[reporting] custom_fields` (`custom_fields_setting()`).
 
     Returns:
         The names of the views created, in creation order.
+
+    Raises:
+        ConfigError: a custom field that is not a `content__*` column of the raw objects table.
     """
     dialect = _destination_dialect(pipeline)
     raw = raw_dataset or pipeline.dataset_name
+    _check_identifier(raw, "raw dataset")
+    _check_identifier(schema, "schema")
+    fields = custom_fields_setting() if custom_fields is None else check_custom_fields(custom_fields)
+    with pipeline.sql_client() as client:
+        raw_tables = _table_columns(client, dialect, raw)
     if raw == pipeline.dataset_name:
-        _materialize_missing_raw_tables(pipeline)
-    views = render_views(dialect, raw, schema, as_of)
+        _materialize_missing_raw_tables(pipeline, set(raw_tables))
+    missing_fields = [field for field in fields if field not in raw_tables.get("objects", {})]
+    if missing_fields:
+        raise ConfigError(
+            f"reporting.custom_fields: {missing_fields} are not columns of {raw}.objects "
+            "(a custom field appears once a loaded conversation carries it)"
+        )
+    views = render_views(dialect, raw, schema, as_of, fields)
+    kinds = materializations()
+    # BigQuery's DROP takes no CASCADE; dropping in reverse creation order needs none anyway.
+    cascade = "" if dialect == "bigquery" else " cascade"
     with pipeline.sql_client() as client:
         client.execute_sql(f"create schema if not exists {schema}")
-        existing = {
-            str(row[0]): str(row[1])
-            for row in client.execute_sql(
-                "select table_name, table_type from information_schema.tables where table_schema = %s",
-                schema,
-            )
-            or []
-        }
+        existing = {name: columns[""] for name, columns in _table_columns(client, dialect, schema).items()}
         for name, _ in reversed(views):
             if name in existing:
                 kind = "view" if existing[name].upper() == "VIEW" else "table"
-                client.execute_sql(f"drop {kind} if exists {schema}.{name} cascade")
-        kinds = materializations()
+                client.execute_sql(f"drop {kind} if exists {schema}.{name}{cascade}")
         for name, select in views:
             kind = kinds[name]
             logger.debug("creating %s %s.%s", kind, schema, name)

@@ -4,15 +4,15 @@
 with
 
 activities as (
-    select * from commbox_reporting.stg_commbox__activities
+    select * from {{ ref('stg_commbox__activities') }}
 ),
 
 conversations as (
-    select * from commbox_reporting.int_conversation_policies
+    select * from {{ ref('int_conversation_policies') }}
 ),
 
 params as (
-    select * from commbox_reporting.int_build_params
+    select * from {{ ref('int_build_params') }}
 ),
 
 changes as (
@@ -64,7 +64,7 @@ without_changes as (
         0 as assignment_sequence,
         conversations.assigned_manager_id as manager_id,
         conversations.created_at as valid_from_at,
-        cast(null as timestamptz) as valid_to_at
+        cast(null as {{ cb_type_timestamp() }}) as valid_to_at
     from conversations
     left join changes
         on changes.object_id = conversations.object_id

@@ -3,15 +3,15 @@
 with
 
 objects as (
-    select * from commbox_reporting.stg_commbox__objects
+    select * from {{ ref('stg_commbox__objects') }}
 ),
 
 messages as (
-    select * from commbox_reporting.stg_commbox__messages
+    select * from {{ ref('stg_commbox__messages') }}
 ),
 
 activities as (
-    select * from commbox_reporting.stg_commbox__activities
+    select * from {{ ref('stg_commbox__activities') }}
 ),
 
 data_ends as (
@@ -26,7 +26,7 @@ data_ends as (
 
 final as (
     select
-        coalesce(cb_as_of(), max(last_at)) as as_of_at
+        coalesce({{ cb_as_of() }}, max(last_at)) as as_of_at
     from data_ends
 )
 

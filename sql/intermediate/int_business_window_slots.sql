@@ -1,4 +1,4 @@
--- materialized: table
+{{ config(materialized='table') }}
 -- one row per business window, with the business seconds of the policy before it and its "slot":
 -- [slot_start_at, window_end_at) runs from the previous window's end, so slots tile the timeline and
 -- any instant falls in exactly one. The business-seconds clock at instant t inside a slot is
@@ -6,11 +6,11 @@
 with
 
 windows as (
-    select * from commbox_reporting.stg_commbox__business_windows
+    select * from {{ ref('stg_commbox__business_windows') }}
 ),
 
 policies as (
-    select * from commbox_reporting.stg_commbox__sla_policies
+    select * from {{ ref('stg_commbox__sla_policies') }}
 ),
 
 final as (

@@ -1,17 +1,17 @@
--- materialized: table
+{{ config(materialized='table') }}
 -- one row per conversation created by as_of_at, with the SLA policy of its stream (or the default)
 with
 
 objects as (
-    select * from commbox_reporting.stg_commbox__objects
+    select * from {{ ref('stg_commbox__objects') }}
 ),
 
 policies as (
-    select * from commbox_reporting.stg_commbox__sla_policies
+    select * from {{ ref('stg_commbox__sla_policies') }}
 ),
 
 params as (
-    select * from commbox_reporting.int_build_params
+    select * from {{ ref('int_build_params') }}
 ),
 
 default_policy as (

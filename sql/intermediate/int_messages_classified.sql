@@ -5,19 +5,19 @@
 with
 
 messages as (
-    select * from commbox_reporting.stg_commbox__messages
+    select * from {{ ref('stg_commbox__messages') }}
 ),
 
 managers as (
-    select * from commbox_reporting.stg_commbox__managers
+    select * from {{ ref('stg_commbox__managers') }}
 ),
 
 conversations as (
-    select * from commbox_reporting.int_conversation_policies
+    select * from {{ ref('int_conversation_policies') }}
 ),
 
 params as (
-    select * from commbox_reporting.int_build_params
+    select * from {{ ref('int_build_params') }}
 ),
 
 sided as (

@@ -9,7 +9,7 @@
 with
 
 messages as (
-    select * from commbox_reporting.int_messages_classified
+    select * from {{ ref('int_messages_classified') }}
 ),
 
 counted as (

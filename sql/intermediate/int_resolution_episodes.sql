@@ -3,7 +3,7 @@
 with
 
 history as (
-    select * from commbox_reporting.int_status_history
+    select * from {{ ref('int_status_history') }}
 ),
 
 episodes as (

@@ -6,15 +6,15 @@
 with
 
 segment_seconds as (
-    select * from commbox_reporting.int_sla_clock_segment_seconds
+    select * from {{ ref('int_sla_clock_segment_seconds') }}
 ),
 
 clocks as (
-    select * from commbox_reporting.int_sla_clocks
+    select * from {{ ref('int_sla_clocks') }}
 ),
 
 slots as (
-    select * from commbox_reporting.int_business_window_slots
+    select * from {{ ref('int_business_window_slots') }}
 ),
 
 thresholds as (
@@ -90,13 +90,11 @@ located as (
         crossing_segments.threshold,
         case
             when crossing_segments.is_business_hours_only
-                then cb_from_epoch(
-                    cb_epoch(slots.window_start_at)
+                then {{ cb_epoch('slots.window_start_at') }}
                     + crossing_segments.business_target
                     - slots.cumulative_seconds_before
-                )
-            else cb_from_epoch(cb_epoch(crossing_segments.segment_start_at) + crossing_segments.remaining_seconds)
-        end as reached_at
+            else {{ cb_epoch('crossing_segments.segment_start_at') }} + crossing_segments.remaining_seconds
+        end as reached_epoch_seconds
     from crossing_segments
     left join slots
         on slots.policy_key = crossing_segments.policy_key
@@ -119,9 +117,9 @@ final as (
         object_id,
         metric,
         clock_number,
-        max(case when threshold = 'warning' then reached_at end) as warning_at,
-        max(case when threshold = 'critical' then reached_at end) as critical_at,
-        max(case when threshold = 'breach' then reached_at end) as breach_at
+        {{ cb_from_epoch("max(case when threshold = 'warning' then reached_epoch_seconds end)") }} as warning_at,
+        {{ cb_from_epoch("max(case when threshold = 'critical' then reached_epoch_seconds end)") }} as critical_at,
+        {{ cb_from_epoch("max(case when threshold = 'breach' then reached_epoch_seconds end)") }} as breach_at
     from located
     group by object_id, metric, clock_number
 )

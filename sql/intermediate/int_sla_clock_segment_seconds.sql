@@ -1,4 +1,4 @@
--- materialized: table
+{{ config(materialized='table') }}
 -- one row per clock segment with its elapsed seconds up to the clock's evaluated_at (its stop, or
 -- as_of_at while running), its full length and how much the clock had counted before it. Business
 -- seconds come from a range join against the business-window slots: business(t) =
@@ -7,15 +7,15 @@
 with
 
 segments as (
-    select * from commbox_reporting.int_sla_clock_segments
+    select * from {{ ref('int_sla_clock_segments') }}
 ),
 
 clocks as (
-    select * from commbox_reporting.int_sla_clocks
+    select * from {{ ref('int_sla_clocks') }}
 ),
 
 slots as (
-    select * from commbox_reporting.int_business_window_slots
+    select * from {{ ref('int_business_window_slots') }}
 ),
 
 bounded as (
@@ -46,13 +46,13 @@ business_clock as (
     select
         bounded.*,
         start_slots.cumulative_seconds_before
-        + greatest(0, cb_epoch(bounded.segment_start_at) - cb_epoch(start_slots.window_start_at))
+        + greatest(0, {{ cb_epoch('bounded.segment_start_at') }} - {{ cb_epoch('start_slots.window_start_at') }})
             as business_at_start,
         elapsed_slots.cumulative_seconds_before
-        + greatest(0, cb_epoch(bounded.elapsed_end_at) - cb_epoch(elapsed_slots.window_start_at))
+        + greatest(0, {{ cb_epoch('bounded.elapsed_end_at') }} - {{ cb_epoch('elapsed_slots.window_start_at') }})
             as business_at_elapsed_end,
         end_slots.cumulative_seconds_before
-        + greatest(0, cb_epoch(bounded.segment_end_at) - cb_epoch(end_slots.window_start_at))
+        + greatest(0, {{ cb_epoch('bounded.segment_end_at') }} - {{ cb_epoch('end_slots.window_start_at') }})
             as business_at_end
     from bounded
     left join slots as start_slots
@@ -83,9 +83,9 @@ measured as (
         is_business_hours_only,
         business_at_start,
         business_at_elapsed_end - business_at_start as business_seconds,
-        cb_epoch(elapsed_end_at) - cb_epoch(segment_start_at) as calendar_seconds,
+        {{ cb_epoch('elapsed_end_at') }} - {{ cb_epoch('segment_start_at') }} as calendar_seconds,
         business_at_end - business_at_start as business_length_seconds,
-        cb_epoch(segment_end_at) - cb_epoch(segment_start_at) as calendar_length_seconds
+        {{ cb_epoch('segment_end_at') }} - {{ cb_epoch('segment_start_at') }} as calendar_length_seconds
     from business_clock
 ),
 

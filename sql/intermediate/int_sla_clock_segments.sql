@@ -6,11 +6,11 @@
 with
 
 clocks as (
-    select * from commbox_reporting.int_sla_clocks
+    select * from {{ ref('int_sla_clocks') }}
 ),
 
 history as (
-    select * from commbox_reporting.int_status_history
+    select * from {{ ref('int_status_history') }}
 ),
 
 response_segments as (
@@ -19,7 +19,7 @@ response_segments as (
         metric,
         clock_number,
         started_at as segment_start_at,
-        cast(null as timestamptz) as segment_end_at,
+        cast(null as {{ cb_type_timestamp() }}) as segment_end_at,
         false as is_projection
     from clocks
     where metric <> 'resolution'
@@ -56,7 +56,7 @@ resolution_projections as (
         clocks.metric,
         clocks.clock_number,
         clocks.evaluated_at as segment_start_at,
-        cast(null as timestamptz) as segment_end_at,
+        cast(null as {{ cb_type_timestamp() }}) as segment_end_at,
         true as is_projection
     from clocks
     left join still_running

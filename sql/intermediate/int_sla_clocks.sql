@@ -1,4 +1,4 @@
--- materialized: table
+{{ config(materialized='table') }}
 -- one row per SLA clock (conversation x metric x clock_number) with its target. A response clock also
 -- stops when the conversation stops being open (stop_reason 'closed'); one that starts while the
 -- conversation is already closed is dropped. Conversations whose current status is neither open,
@@ -7,23 +7,23 @@
 with
 
 reply_episodes as (
-    select * from commbox_reporting.int_reply_episodes
+    select * from {{ ref('int_reply_episodes') }}
 ),
 
 resolution_episodes as (
-    select * from commbox_reporting.int_resolution_episodes
+    select * from {{ ref('int_resolution_episodes') }}
 ),
 
 conversations as (
-    select * from commbox_reporting.int_conversation_policies
+    select * from {{ ref('int_conversation_policies') }}
 ),
 
 history as (
-    select * from commbox_reporting.int_status_history
+    select * from {{ ref('int_status_history') }}
 ),
 
 params as (
-    select * from commbox_reporting.int_build_params
+    select * from {{ ref('int_build_params') }}
 ),
 
 closures as (
@@ -84,7 +84,7 @@ resolution_clocks as (
         case when resolved_at is not null then 'resolved' end as stop_reason,
         cast(null as bigint) as response_message_id,
         cast(null as bigint) as responder_manager_id,
-        cast(null as varchar) as responder_side,
+        cast(null as {{ cb_type_string() }}) as responder_side,
         false as is_undetermined
     from resolution_episodes
 ),

@@ -1,4 +1,4 @@
--- materialized: table
+{{ config(materialized='table') }}
 -- one row per status interval [valid_from_at, valid_to_at) of a conversation, from StatusChange
 -- activities (type 2). Before the first change the conversation is in the change's status_from_id
 -- (Open when unknown); without changes it is in its current status since it was created.
@@ -7,19 +7,19 @@
 with
 
 activities as (
-    select * from commbox_reporting.stg_commbox__activities
+    select * from {{ ref('stg_commbox__activities') }}
 ),
 
 conversations as (
-    select * from commbox_reporting.int_conversation_policies
+    select * from {{ ref('int_conversation_policies') }}
 ),
 
 statuses as (
-    select * from commbox_reporting.stg_commbox__sla_statuses
+    select * from {{ ref('stg_commbox__sla_statuses') }}
 ),
 
 params as (
-    select * from commbox_reporting.int_build_params
+    select * from {{ ref('int_build_params') }}
 ),
 
 changes as (
@@ -72,7 +72,7 @@ without_changes as (
         0 as status_sequence,
         conversations.current_status_id as status_id,
         conversations.created_at as valid_from_at,
-        cast(null as timestamptz) as valid_to_at
+        cast(null as {{ cb_type_timestamp() }}) as valid_to_at
     from conversations
     left join changes
         on changes.object_id = conversations.object_id

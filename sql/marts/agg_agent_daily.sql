@@ -4,7 +4,7 @@
 with
 
 events as (
-    select * from commbox_reporting.fct_sla_events
+    select * from {{ ref('fct_sla_events') }}
 ),
 
 responsible as (
@@ -28,7 +28,7 @@ responded as (
         count(*) as responses,
         avg(calendar_seconds) as avg_response_seconds,
         avg(business_seconds) as avg_response_business_seconds,
-        cb_median(calendar_seconds) as median_response_seconds
+        {{ cb_median('calendar_seconds') }} as median_response_seconds
     from events
     where stop_reason = 'responded'
         and responder_side = 'agent'
@@ -39,7 +39,7 @@ responded as (
 
 keys as (
     select manager_id, local_date from responsible
-    union
+    union distinct
     select manager_id, local_date from responded
 ),
 
@@ -52,7 +52,7 @@ final as (
         coalesce(responsible.breached_events, 0) as breached_events,
         coalesce(responsible.undetermined_events, 0) as undetermined_events,
         coalesce(responsible.running_events, 0) as running_events,
-        cast(responsible.met_events as double precision)
+        cast(responsible.met_events as {{ cb_type_float() }})
         / nullif(responsible.met_events + responsible.breached_events, 0) as compliance,
         coalesce(responded.responses, 0) as responses,
         responded.avg_response_seconds,

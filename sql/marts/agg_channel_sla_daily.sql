@@ -6,7 +6,7 @@
 with
 
 events as (
-    select * from commbox_reporting.fct_sla_events
+    select * from {{ ref('fct_sla_events') }}
 ),
 
 final as (
@@ -16,7 +16,7 @@ final as (
         count(*) as events,
         sum(case when is_met then 1 else 0 end) as met_events,
         sum(case when is_breached then 1 else 0 end) as breached_events,
-        cast(sum(case when is_met then 1 else 0 end) as double precision)
+        cast(sum(case when is_met then 1 else 0 end) as {{ cb_type_float() }})
         / nullif(sum(case when is_met or is_breached then 1 else 0 end), 0) as compliance,
         sum(case when is_undetermined then 1 else 0 end) as undetermined_events,
         sum(case when severity = 'warning' then 1 else 0 end) as warning_events,
@@ -26,9 +26,9 @@ final as (
         sum(case when metric = 'first_response' and is_breached then 1 else 0 end) as first_response_breached_events,
         avg(case when metric = 'first_response' and stop_reason = 'responded' and not is_undetermined then calendar_seconds end)
             as avg_first_response_seconds,
-        cb_median(case when metric = 'first_response' and stop_reason = 'responded' and not is_undetermined then calendar_seconds end)
+        {{ cb_median("case when metric = 'first_response' and stop_reason = 'responded' and not is_undetermined then calendar_seconds end") }}
             as median_first_response_seconds,
-        cb_median(case when metric = 'first_response' and stop_reason = 'responded' and not is_undetermined then business_seconds end)
+        {{ cb_median("case when metric = 'first_response' and stop_reason = 'responded' and not is_undetermined then business_seconds end") }}
             as median_first_response_business_seconds
     from events
     group by stream_id, started_local_date

@@ -6,23 +6,23 @@
 with
 
 conversations as (
-    select * from commbox_reporting.int_conversation_policies
+    select * from {{ ref('int_conversation_policies') }}
 ),
 
 history as (
-    select * from commbox_reporting.int_status_history
+    select * from {{ ref('int_status_history') }}
 ),
 
 events as (
-    select * from commbox_reporting.fct_sla_events
+    select * from {{ ref('fct_sla_events') }}
 ),
 
 days as (
-    select * from commbox_reporting.stg_commbox__calendar_days
+    select * from {{ ref('stg_commbox__calendar_days') }}
 ),
 
 params as (
-    select * from commbox_reporting.int_build_params
+    select * from {{ ref('int_build_params') }}
 ),
 
 stream_starts as (
@@ -55,7 +55,7 @@ open_at_snapshot as (
         snapshots.snapshot_at,
         history.object_id,
         history.is_paused,
-        cb_epoch(snapshots.snapshot_at) - cb_epoch(conversations.created_at) as age_seconds
+        {{ cb_epoch('snapshots.snapshot_at') }} - {{ cb_epoch('conversations.created_at') }} as age_seconds
     from snapshots
     inner join conversations
         on conversations.stream_id = snapshots.stream_id

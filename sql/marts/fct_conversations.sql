@@ -1,23 +1,27 @@
 -- one row per conversation created by as_of_at: first response and first resolution (calendar and
 -- business seconds, SLA state), resolutions, reopens, messages by side (unknown_messages: is_manager
 -- NULL), agents involved, clocks breached / undetermined / running, one-touch (NULL when an unknown-side
--- message could be a second agent message)
+-- message could be a second agent message); allow-listed custom fields (content__*) from the conversation
 with
 
 conversations as (
-    select * from commbox_reporting.int_conversation_policies
+    select * from {{ ref('int_conversation_policies') }}
 ),
 
 events as (
-    select * from commbox_reporting.fct_sla_events
+    select * from {{ ref('fct_sla_events') }}
 ),
 
 messages as (
-    select * from commbox_reporting.int_messages_classified
+    select * from {{ ref('int_messages_classified') }}
 ),
 
 history as (
-    select * from commbox_reporting.int_status_history
+    select * from {{ ref('int_status_history') }}
+),
+
+objects as (
+    select * from {{ ref('stg_commbox__objects') }}
 ),
 
 first_responses as (
@@ -75,6 +79,7 @@ final as (
         status_counts.status_name,
         coalesce(status_counts.is_open, false) as is_open,
         conversations.assigned_manager_id,
+        {{ cb_custom_fields('objects') }}
         message_counts.first_message_at,
         message_counts.last_message_at,
         first_responses.stopped_at as first_response_at,
@@ -106,6 +111,8 @@ final as (
             else coalesce(message_counts.agent_messages, 0) = 1
         end as is_one_touch
     from conversations
+    left join objects
+        on objects.object_id = conversations.object_id
     left join status_counts
         on status_counts.object_id = conversations.object_id
     left join message_counts

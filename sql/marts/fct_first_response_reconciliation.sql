@@ -9,19 +9,19 @@
 with
 
 conversations as (
-    select * from commbox_reporting.int_conversation_policies
+    select * from {{ ref('int_conversation_policies') }}
 ),
 
 objects as (
-    select * from commbox_reporting.stg_commbox__objects
+    select * from {{ ref('stg_commbox__objects') }}
 ),
 
 messages as (
-    select * from commbox_reporting.int_messages_classified
+    select * from {{ ref('int_messages_classified') }}
 ),
 
 params as (
-    select * from commbox_reporting.int_build_params
+    select * from {{ ref('int_build_params') }}
 ),
 
 message_sides as (
@@ -64,9 +64,9 @@ compared as (
 differences as (
     select
         compared.*,
-        cb_epoch(first_agent_message_at) - cb_epoch(commbox_first_response_compared_at)
+        {{ cb_epoch('first_agent_message_at') }} - {{ cb_epoch('commbox_first_response_compared_at') }}
             as first_response_difference_seconds,
-        cb_epoch(last_agent_message_at) - cb_epoch(commbox_last_response_compared_at)
+        {{ cb_epoch('last_agent_message_at') }} - {{ cb_epoch('commbox_last_response_compared_at') }}
             as last_response_difference_seconds
     from compared
 ),

@@ -1,4 +1,4 @@
--- materialized: table
+{{ config(materialized='table') }}
 -- one row per SLA clock: conversation x metric (first_response, next_response, resolution) x clock
 -- start. Elapsed time is measured to stopped_at, or to as_of_at while the clock runs. state is met /
 -- breached once stopped, else ok / warning / critical / breached; severity is the level reached
@@ -9,23 +9,23 @@
 with
 
 clocks as (
-    select * from commbox_reporting.int_sla_clocks
+    select * from {{ ref('int_sla_clocks') }}
 ),
 
 segment_seconds as (
-    select * from commbox_reporting.int_sla_clock_segment_seconds
+    select * from {{ ref('int_sla_clock_segment_seconds') }}
 ),
 
 deadlines as (
-    select * from commbox_reporting.int_sla_clock_deadlines
+    select * from {{ ref('int_sla_clock_deadlines') }}
 ),
 
 assignments as (
-    select * from commbox_reporting.int_assignment_history
+    select * from {{ ref('int_assignment_history') }}
 ),
 
 days as (
-    select * from commbox_reporting.stg_commbox__calendar_days
+    select * from {{ ref('stg_commbox__calendar_days') }}
 ),
 
 elapsed as (
@@ -45,8 +45,8 @@ measured as (
         clocks.*,
         elapsed.elapsed_seconds,
         elapsed.business_seconds,
-        cb_epoch(clocks.evaluated_at) - cb_epoch(clocks.started_at) as calendar_seconds,
-        cb_epoch(clocks.evaluated_at) - cb_epoch(clocks.started_at) - elapsed.running_calendar_seconds
+        {{ cb_epoch('clocks.evaluated_at') }} - {{ cb_epoch('clocks.started_at') }} as calendar_seconds,
+        {{ cb_epoch('clocks.evaluated_at') }} - {{ cb_epoch('clocks.started_at') }} - elapsed.running_calendar_seconds
             as paused_seconds,
         case when not clocks.is_undetermined then deadlines.warning_at end as warning_at,
         case when not clocks.is_undetermined then deadlines.critical_at end as critical_at,

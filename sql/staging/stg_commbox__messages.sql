@@ -3,7 +3,7 @@
 with
 
 childs as (
-    select * from commbox_raw.childs
+    select * from {{ source('commbox', 'childs') }}
 ),
 
 final as (
@@ -11,8 +11,8 @@ final as (
         cast(child_id as bigint) as message_id,
         cast(object_id as bigint) as object_id,
         cast(stream_id as bigint) as stream_id,
-        cast(created_at as timestamptz) as sent_at,
-        cast(is_manager as boolean) as is_from_manager_side,
+        cast(created_at as {{ cb_type_timestamp() }}) as sent_at,
+        cast(is_manager as {{ cb_type_boolean() }}) as is_from_manager_side,
         cast(manager_id as bigint) as manager_id,
         cast(user_id as bigint) as user_id
     from childs

@@ -2,7 +2,7 @@
 with
 
 streams as (
-    select * from commbox_raw.streams
+    select * from {{ source('commbox', 'streams') }}
 ),
 
 final as (

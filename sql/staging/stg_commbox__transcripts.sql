@@ -2,7 +2,7 @@
 with
 
 transcripts as (
-    select * from commbox_raw.transcripts
+    select * from {{ source('commbox', 'transcripts') }}
 ),
 
 final as (
@@ -10,7 +10,7 @@ final as (
         cast(object_id as bigint) as object_id,
         cast(stream_id as bigint) as stream_id,
         cast(user_id as bigint) as user_id,
-        cast(transcript as varchar) as transcript
+        cast(transcript as {{ cb_type_string() }}) as transcript
     from transcripts
 )
 
