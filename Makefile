@@ -63,3 +63,18 @@ $(AIRFLOW_STAMP): pyproject.toml constraints.txt dags/airflow-constraints.txt
 .PHONY: test-airflow
 test-airflow: $(STAMP) $(AIRFLOW_STAMP) ## Airflow in .airflow-venv: `airflow dags test` of dags/commbox.py against the simulator
 	COMMBOX_REQUIRE_AIRFLOW=1 $(AIRFLOW_VENV)/bin/pytest -p no:cacheprovider tests/test_airflow_dag.py
+
+DBT_VENV  := .dbt-venv
+DBT_STAMP := $(DBT_VENV)/.installed-stamp
+
+# dbt has a virtualenv of its own: its dependencies pin below this project's (python-dateutil).
+$(DBT_STAMP): tests/dbt-constraints.txt
+	$(PYTHON) -m venv $(DBT_VENV)
+	$(DBT_VENV)/bin/pip install --quiet --upgrade pip
+	$(DBT_VENV)/bin/pip install --quiet -c tests/dbt-constraints.txt \
+		"dbt-core==1.11.16" "dbt-duckdb==1.11.1" "dbt-postgres==1.11.0"
+	touch $(DBT_STAMP)
+
+.PHONY: test-dbt
+test-dbt: $(STAMP) $(DBT_STAMP) ## dbt in .dbt-venv: `dbt build` of sql/ on DuckDB and PostgreSQL equals the runner's marts
+	COMMBOX_REQUIRE_DBT=1 COMMBOX_DBT=$(DBT_VENV)/bin/dbt $(BIN)/pytest -p no:cacheprovider tests/test_dbt.py tests/test_templates.py
