@@ -22,64 +22,54 @@ versions, so any interleaving of runs and backfills ends at each conversation's 
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import dlt
-from dlt.common.typing import TDataItem, TSecretStrValue
+from dlt.common.configuration import known_sections, with_config
+from dlt.common.typing import TDataItem
 from dlt.extract.resource import DltResource
+from dlt.extract.source import DltSource
 
 from .client import OPTIONAL_ENDPOINT_ERRORS, CommBoxClient, NotFound
 from .coerce import Warnings, as_list, to_int
-from .config import SourceSettings, validate
+from .config import SETTINGS_SIGNATURE, SourceConfig, SourceSettings, source_config
 from .normalise import BadRecord, activity_rows, manager_row, transcript_row
 from .pii import Pseudonymiser, no_scrub
 from .senders import apply_senders, disagrees_with_first_response, fetch_senders, needs_sender
 from .settings import (
-    DEFAULT_BASE_URL,
-    DEFAULT_CHECKPOINT_CONVERSATIONS,
-    DEFAULT_CREATED_MODE_REREAD_DAYS,
-    DEFAULT_LOOKBACK_SECONDS,
-    DEFAULT_MAX_CONCURRENCY,
-    DEFAULT_MAX_REQUESTS_PER_SECOND,
-    DEFAULT_MAX_RETRY_WAIT_SECONDS,
-    DEFAULT_MAX_WINDOW_DAYS,
-    DEFAULT_REQUEST_TIMEOUT_SECONDS,
-    DEFAULT_SAFETY_MARGIN_SECONDS,
-    DEFAULT_WINDOW_HOURS,
     MANAGERS,
-    MAX_PAGE_SIZE,
-    MODE_AUTO,
     OBJECT_ACTIVITIES,
     OBJECT_TRANSCRIPT,
     STATS_SLA_EXCEPTIONS,
     STATS_STREAMS,
     STREAM_AVAILABILITY,
-    SYSTEM_STATUS,
 )
 from .tables import TABLE_COLUMNS, VERSION_COLUMN, VERSION_FLOOR
 from .walker import StreamWalker
 from .windows import CapTracker, WindowReader
 
-__all__ = ["RunContext", "commbox_source", "version_of"]
+__all__ = ["RunContext", "commbox_source", "load_source_config", "source_for", "version_of"]
 
 logger = logging.getLogger("commbox")
 
 
 class RunContext:
-    """What the resources of one extraction share: the client, settings, the server's clock, the
-    stream list and the counters that end up in the run summary."""
+    """What the resources of one extraction share: the settings, the client (and through it the
+    server's clock), the stream list and the counters that end up in the run summary.
 
-    def __init__(self, settings: SourceSettings, api_key: str) -> None:
-        self.settings = settings
+    The runner builds it (`RunContext(load_source_config())`), hands it to `source_for` and reads
+    the counters from it after the extraction."""
+
+    def __init__(self, config: SourceConfig) -> None:
+        settings = self.settings = config.settings
         self.client = CommBoxClient(
             settings.base_url,
-            api_key,
+            config.api_key,
             max_concurrency=settings.max_concurrency,
             max_requests_per_second=settings.max_requests_per_second,
             max_retry_wait_seconds=settings.max_retry_wait_seconds,
@@ -89,7 +79,6 @@ class RunContext:
         self.caps = CapTracker(settings.page_size)
         self.progress: dict[int, dict[str, Any]] = {}
         self._lock = threading.Lock()
-        self._now: datetime | None = None
         self._stream_ids: tuple[int, ...] | None = None
         self._stats_rows: list[dict[str, Any]] | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -99,6 +88,8 @@ class RunContext:
         self.more = False
         # Customer data is pseudonymised here, on the raw items, when the source is so configured.
         self.scrub: Callable[[Any], Any] = no_scrub
+        if settings.pseudonymize:
+            self.scrub = Pseudonymiser(str(config.pseudonymize_key)).scrub
 
     def fan_out(self, fetch: Any, refs: list[dict[str, Any]]) -> list[Any]:
         """`fetch(ref, self)` for every ref, on one pool shared by all fan-out transformers.
@@ -118,21 +109,6 @@ class RunContext:
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
                 self._pool = None
-
-    def server_now(self) -> datetime:
-        """The API's clock (the envelope's `response_time`): windows close relative to the server's
-        now, so a skewed local clock can neither skip nor re-read data."""
-        with self._lock:
-            if self._now is None:
-                try:
-                    self._now = self.client.get(SYSTEM_STATUS).response_time
-                except OPTIONAL_ENDPOINT_ERRORS as error:
-                    logger.warning("%s; taking the server's clock from the next answer", error)
-                    self._now = self.client.get(STATS_STREAMS).response_time
-                if self._now is None:
-                    logger.warning("the API sent no response_time; using the local clock as now")
-                    self._now = datetime.now(UTC)
-            return self._now
 
     def stream_stats(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -196,7 +172,7 @@ def _conversations(context: RunContext) -> Iterator[TDataItem]:
     settings = context.settings
     root, key = dlt.current.resource_state(), _state_key(settings)
     states = root.setdefault(key, {})
-    now = context.server_now()
+    now = context.client.now()
     checkpoint_due = None
     if settings.checkpoint_conversations:
 
@@ -443,7 +419,7 @@ def _streams(context: RunContext) -> Iterator[TDataItem]:
                 "sla_breach_count": exceptions.get((stream_id, "breach"), 0),
                 "sla_critical_count": exceptions.get((stream_id, "critical"), 0),
                 "availability_state": state,
-                "observed_at": context.server_now(),
+                "observed_at": context.client.now(),
             }
         )
     yield rows
@@ -461,7 +437,6 @@ def _transformer(fn: Any, name: str, parent: DltResource, **hints: Any) -> Any:
 
 
 MERGE = "merge"
-SETTING_NAMES = frozenset(inspect.signature(validate).parameters)
 # Versioned tables merge on (entity, version): loading a version twice replaces its rows, two reads
 # of one version keep the union of their rows, and older versions are deleted after the load by
 # `pipelines.ops.versions.keep_newest`, never by the merge (a late older read must not replace a newer one).
@@ -470,36 +445,35 @@ SETTING_NAMES = frozenset(inspect.signature(validate).parameters)
 NO_MERGE_KEY = {"object_id": {"name": "object_id", "merge_key": False}}
 
 
-@dlt.source(name="commbox", max_table_nesting=0)
-def commbox_source(
-    api_key: str = dlt.secrets.value,
-    base_url: str = DEFAULT_BASE_URL,
-    stream_ids: Any = None,
-    start_date: Any = None,
-    end_date: Any = None,
-    window_hours: float = DEFAULT_WINDOW_HOURS,
-    max_window_days: float = DEFAULT_MAX_WINDOW_DAYS,
-    lookback_seconds: int = DEFAULT_LOOKBACK_SECONDS,
-    safety_margin_seconds: int = DEFAULT_SAFETY_MARGIN_SECONDS,
-    page_size: int = MAX_PAGE_SIZE,
-    include_transcripts: bool = True,
-    activity_types: Any = None,
-    max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-    max_requests_per_second: float = DEFAULT_MAX_REQUESTS_PER_SECOND,
-    max_retry_wait_seconds: float = DEFAULT_MAX_RETRY_WAIT_SECONDS,
-    request_timeout_seconds: float = DEFAULT_REQUEST_TIMEOUT_SECONDS,
-    time_filter_mode: str = MODE_AUTO,
-    created_mode_reread_days: float = DEFAULT_CREATED_MODE_REREAD_DAYS,
-    backfill: bool = False,
-    pseudonymize: bool = False,
-    pseudonymize_key: TSecretStrValue | None = None,
-    checkpoint_conversations: int = DEFAULT_CHECKPOINT_CONVERSATIONS,
-) -> Any:
+def _with_settings(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` with one keyword parameter per setting (`config.SETTINGS_SIGNATURE`): dlt reads the
+    signature to know which keys to inject, so every setting is injectable and none is spelled twice."""
+    fn.__signature__ = SETTINGS_SIGNATURE  # type: ignore[attr-defined]
+    return fn
+
+
+@with_config(sections=(known_sections.SOURCES, "commbox"))
+@_with_settings
+def load_source_config(**settings: Any) -> SourceConfig:
+    """The run's configuration: every setting as given, else injected by dlt from `[sources.commbox]`
+    or SOURCES__COMMBOX__* variables, else its default; validated before any request.
+
+    Raises:
+        ConfigError: a setting is wrong (one line naming the key).
+        dlt's ConfigFieldMissingException / ConfigValueCannotBeCoercedException: `api_key` is
+            configured nowhere, or a value does not coerce to the setting's type.
+    """
+    return source_config(**settings)
+
+
+@_with_settings
+def commbox_source(**settings: Any) -> DltSource:
     """All CommBox conversations of the configured streams, with their messages, customers,
     activities and transcripts, plus managers and streams.
 
-    Every argument is injected from `[sources.commbox]` (`.dlt/config.toml`; `api_key` from
-    `.dlt/secrets.toml`) or the environment (`SOURCES__COMMBOX__API_KEY`, ...). The configuration is
+    Every argument is a setting of `config.SETTINGS` (its default, type and range are there) and is
+    injected by dlt from `[sources.commbox]` (`.dlt/config.toml`; `api_key` from `.dlt/secrets.toml`)
+    or the environment (`SOURCES__COMMBOX__API_KEY`, ...) unless given here. The configuration is
     validated here, before any request: `ConfigError` names the key at fault.
 
     Conversations are read per stream in windows of `updatedTime` closed at the server's now minus
@@ -511,10 +485,11 @@ def commbox_source(
 
     A run commits a checkpoint every `checkpoint_conversations` conversations (0: never): its slice
     stops after the window where the count was reached, its stream cursors close there, and the
-    runner loads it before asking for the next slice (see `runner.run_pipeline`). A library user who
-    runs the source with `pipeline.run` gets one slice per call, each a complete load with its
-    state; call it again while `source.resources["conversations"].run_context.more` is true, or set
-    `checkpoint_conversations=0` for one load of everything.
+    runner loads it before asking for the next slice (see `pipelines.ops.runner.run_pipeline`). A
+    library user who runs the source with `pipeline.run` gets one slice per call, each a complete
+    load with its state: to know whether more is left, build the context and the source apart
+    (`context = RunContext(load_source_config())`, `source_for(context)`) and call again while
+    `context.more` is true; or set `checkpoint_conversations=0` for one load of everything.
 
     With `pseudonymize=True` every customer phone number, e-mail address, name, channel address and
     message text is replaced, in the raw items before anything is written, by its HMAC-SHA256 under
@@ -525,11 +500,14 @@ def commbox_source(
     (`max_concurrency` in flight, at most `max_requests_per_second`, and every worker pausing on a
     429's `Retry-After`).
     """
-    # Every argument of this function is a setting: validate them all, before any request.
-    settings = validate(**{name: value for name, value in locals().items() if name in SETTING_NAMES})
-    context = RunContext(settings, api_key)
-    if settings.pseudonymize:
-        context.scrub = Pseudonymiser(str(pseudonymize_key)).scrub
+    return source_for(RunContext(load_source_config(**settings)))
+
+
+@dlt.source(name="commbox", max_table_nesting=0)
+def source_for(context: RunContext) -> Any:
+    """The resources of one extraction, all sharing `context` (see `commbox_source` for what they
+    load); the caller keeps `context` to read its counters, holes and `more` afterwards."""
+    settings = context.settings
     conversations = dlt.resource(_conversations, name="conversations", selected=False)(context)
     refs = _transformer(_refs, "conversation_refs", conversations, selected=False)
     resources = [
@@ -588,6 +566,4 @@ def commbox_source(
                 legacy_merge_key=True,
             )(context=context)
         )
-    # The runner reads the run's counters (requests, warnings, progress) from here.
-    conversations.run_context = context  # type: ignore[attr-defined]
     return resources

@@ -17,7 +17,7 @@ import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -34,6 +34,8 @@ from .settings import (
     DEFAULT_MAX_RETRY_WAIT_SECONDS,
     DEFAULT_REQUEST_TIMEOUT_SECONDS,
     RETRY_STATUS,
+    STATS_STREAMS,
+    SYSTEM_STATUS,
 )
 
 logger = logging.getLogger("commbox.client")
@@ -207,7 +209,10 @@ class CommBoxClient:
         self._local = threading.local()
         self._lock = threading.Lock()
         self.stats: Counter[str] = Counter()
+        # The server's clock: the newest envelope `response_time` seen (see `now`).
         self.server_now: datetime | None = None
+        self._clock_lock = threading.Lock()
+        self._clock_asked = False
 
     def __repr__(self) -> str:  # never show the key
         return f"CommBoxClient({self.base_url!r})"
@@ -232,6 +237,25 @@ class CommBoxClient:
     def _count(self, key: str, n: int = 1) -> None:
         with self._lock:
             self.stats[key] += n
+
+    def now(self) -> datetime:
+        """The server's now: the newest `response_time` it has sent, asking `/core/systemstatus` (or,
+        where that is missing, `/stats/streams`) when it has sent none yet.
+
+        Windows close relative to the server's clock, so a skewed local clock can neither skip nor
+        re-read data. Only when the API sends no `response_time` at all is the local clock used.
+        """
+        with self._clock_lock:
+            if self.server_now is None and not self._clock_asked:
+                self._clock_asked = True
+                try:
+                    self.get(SYSTEM_STATUS)
+                except OPTIONAL_ENDPOINT_ERRORS as error:
+                    logger.warning("%s; taking the server's clock from the next answer", error)
+                    self.get(STATS_STREAMS)
+                if self.server_now is None:
+                    logger.warning("the API sent no response_time; using the local clock as now")
+        return self.server_now or datetime.now(UTC)
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> Envelope:
         """The envelope of GET `path`, retried on 429, 5xx, dropped connections, timeouts and bodies

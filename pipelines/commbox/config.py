@@ -7,18 +7,34 @@ import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from inspect import Parameter, Signature
 from typing import Any
 from urllib.parse import urlparse
+
+import dlt
+from dlt.common.typing import ConfigValueSentinel, TSecretStrValue
 
 from .coerce import parse_timestamp
 from .enums import ACTIVITY_TYPE_NAMES
 from .redact import MASK, register_secret, url_password
 from .settings import (
     DEFAULT_ACTIVITY_TYPES,
+    DEFAULT_BASE_URL,
+    DEFAULT_CHECKPOINT_CONVERSATIONS,
+    DEFAULT_CREATED_MODE_REREAD_DAYS,
+    DEFAULT_LOOKBACK_SECONDS,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_REQUESTS_PER_SECOND,
+    DEFAULT_MAX_RETRY_WAIT_SECONDS,
+    DEFAULT_MAX_WINDOW_DAYS,
+    DEFAULT_REQUEST_TIMEOUT_SECONDS,
+    DEFAULT_SAFETY_MARGIN_SECONDS,
     DEFAULT_START_DAYS_AGO,
+    DEFAULT_WINDOW_HOURS,
     MAX_PAGE_SIZE,
+    MODE_AUTO,
     TIME_FILTER_MODES,
 )
 
@@ -30,27 +46,66 @@ class ConfigError(ValueError):
     """The configuration cannot work; the message says which key and why, in one line."""
 
 
-# Accepted ranges of the numeric settings, inclusive: (low, high, whole numbers only). Values outside
-# them cannot make a useful run (a pace of one request a day, a million threads) and some would hang
-# it, so they are refused before any request. docs/configuration.md lists them.
-BOUNDS: dict[str, tuple[float, float, bool]] = {
-    "window_hours": (0.01, 8784.0, False),
-    "max_window_days": (0.01, 366.0, False),
-    "lookback_seconds": (0, 30 * 86400, True),
-    "safety_margin_seconds": (0, 86400, True),
+@dataclass(frozen=True)
+class Setting:
+    """One key of `[sources.commbox]`.
+
+    Attributes:
+        default: the value when the key is configured nowhere (`dlt.secrets.value`: required secret).
+        kind: the type dlt coerces a TOML or environment value to before `validate` sees it.
+        bounds: for numbers, the accepted range, inclusive: (low, high, whole numbers only).
+    """
+
+    default: Any
+    kind: Any
+    bounds: tuple[float, float, bool] | None = None
+
+
+# Every setting of the source, defined once: `commbox_source`'s signature (hence dlt's injection from
+# `.dlt/config.toml`, `.dlt/secrets.toml` and SOURCES__COMMBOX__* variables), `validate`'s keywords
+# and defaults, and `BOUNDS` are all derived from this table. Ranges: values outside them cannot make
+# a useful run (a pace of one request a day, a million threads) and some would hang it, so they are
+# refused before any request; docs/configuration.md lists them.
+SETTINGS: dict[str, Setting] = {
+    "api_key": Setting(dlt.secrets.value, str),
+    "base_url": Setting(DEFAULT_BASE_URL, str),
+    "stream_ids": Setting(None, Any),
+    "start_date": Setting(None, Any),
+    "end_date": Setting(None, Any),
+    "window_hours": Setting(DEFAULT_WINDOW_HOURS, float, (0.01, 8784.0, False)),
+    "max_window_days": Setting(DEFAULT_MAX_WINDOW_DAYS, float, (0.01, 366.0, False)),
+    "lookback_seconds": Setting(DEFAULT_LOOKBACK_SECONDS, int, (0, 30 * 86400, True)),
+    "safety_margin_seconds": Setting(DEFAULT_SAFETY_MARGIN_SECONDS, int, (0, 86400, True)),
     # One object a page cannot tell a full page from a capped one: every window splits down to a
     # single second (60 conversations took 128,913 requests). Ten is the smallest page the window
     # logic verifies (MIN_SUSPECT_COUNT).
-    "page_size": (10, MAX_PAGE_SIZE, True),
-    "max_concurrency": (1, 64, True),
+    "page_size": Setting(MAX_PAGE_SIZE, int, (10, MAX_PAGE_SIZE, True)),
+    "include_transcripts": Setting(True, bool),
+    "activity_types": Setting(None, Any),
+    "max_concurrency": Setting(DEFAULT_MAX_CONCURRENCY, int, (1, 64, True)),
     # 0 means no ceiling; otherwise at least one request every two seconds.
-    "max_requests_per_second": (0.5, 1000.0, False),
-    "max_retry_wait_seconds": (0.1, 3600.0, False),
-    "request_timeout_seconds": (1.0, 3600.0, False),
-    "created_mode_reread_days": (0, 366, False),
+    "max_requests_per_second": Setting(DEFAULT_MAX_REQUESTS_PER_SECOND, float, (0.5, 1000.0, False)),
+    "max_retry_wait_seconds": Setting(DEFAULT_MAX_RETRY_WAIT_SECONDS, float, (0.1, 3600.0, False)),
+    "request_timeout_seconds": Setting(DEFAULT_REQUEST_TIMEOUT_SECONDS, float, (1.0, 3600.0, False)),
+    "time_filter_mode": Setting(MODE_AUTO, str),
+    "created_mode_reread_days": Setting(DEFAULT_CREATED_MODE_REREAD_DAYS, float, (0, 366, False)),
+    "backfill": Setting(False, bool),
+    "pseudonymize": Setting(False, bool),
+    "pseudonymize_key": Setting(None, TSecretStrValue | None),
     # 0 means one load for the whole run; otherwise a load (a checkpoint) every so many conversations.
-    "checkpoint_conversations": (0, 10_000_000, True),
+    "checkpoint_conversations": Setting(DEFAULT_CHECKPOINT_CONVERSATIONS, int, (0, 10_000_000, True)),
 }
+# Accepted ranges of the numeric settings, inclusive: (low, high, whole numbers only).
+BOUNDS: dict[str, tuple[float, float, bool]] = {
+    name: setting.bounds for name, setting in SETTINGS.items() if setting.bounds is not None
+}
+# The keyword-only signature every setting gives a function: dlt injects each parameter it names.
+SETTINGS_SIGNATURE = Signature(
+    [
+        Parameter(name, Parameter.KEYWORD_ONLY, default=setting.default, annotation=setting.kind)
+        for name, setting in SETTINGS.items()
+    ]
+)
 # dlt dataset names become schema names: PostgreSQL and BigQuery identifiers, unquoted.
 DATASET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
@@ -258,32 +313,16 @@ def _start(start_date: Any) -> datetime:
     return start_at
 
 
-def validate(
-    *,
-    api_key: Any,
-    base_url: Any,
-    stream_ids: Any,
-    start_date: Any,
-    end_date: Any,
-    window_hours: Any,
-    max_window_days: Any,
-    lookback_seconds: Any,
-    safety_margin_seconds: Any,
-    page_size: Any,
-    include_transcripts: Any,
-    activity_types: Any,
-    max_concurrency: Any,
-    max_requests_per_second: Any,
-    max_retry_wait_seconds: Any,
-    request_timeout_seconds: Any,
-    time_filter_mode: Any,
-    created_mode_reread_days: Any,
-    backfill: bool,
-    pseudonymize: Any = False,
-    pseudonymize_key: Any = None,
-    checkpoint_conversations: Any = 0,
-) -> SourceSettings:
+def _unset(default: Any) -> Any:
+    """A setting's value when nobody gave one: a required secret's marker counts as missing."""
+    return None if isinstance(default, ConfigValueSentinel) else default
+
+
+def validate(**raw: Any) -> SourceSettings:
     """Every setting of the source checked and typed, before any request.
+
+    Args:
+        **raw: settings by name, as `SETTINGS` names them; a missing one takes its default.
 
     Returns:
         The settings the source runs with.
@@ -291,50 +330,79 @@ def validate(
     Raises:
         ConfigError: one line naming the key and what is wrong with it; secrets are never shown.
     """
-    _api_key(api_key)
-    if isinstance(pseudonymize_key, str):
-        register_secret(pseudonymize_key)
-    url = _base_url(base_url)
-    start_at = _start(start_date)
+    unknown = sorted(set(raw) - set(SETTINGS))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: not a setting of [sources.commbox]")
+    given = {name: raw.get(name, _unset(setting.default)) for name, setting in SETTINGS.items()}
+
+    def number(key: str, *, zero_means_none: bool = False) -> float:
+        return bounded(given[key], key, zero_means_none=zero_means_none)
+
+    _api_key(given["api_key"])
+    if isinstance(given["pseudonymize_key"], str):
+        register_secret(given["pseudonymize_key"])
+    url = _base_url(given["base_url"])
+    start_at = _start(given["start_date"])
+    end_date = given["end_date"]
     end_at = parse_moment(end_date, "end_date") if end_date not in (None, "") else None
     if end_at is not None and end_at <= start_at:
         raise ConfigError(f"end_date: {end_at.date()} is not after start_date {start_at.date()}")
+    backfill = given["backfill"]
     if backfill and end_at is None:
         raise ConfigError("end_date: a backfill needs an end")
-    size = int(bounded(page_size, "page_size"))
-    mode = str(time_filter_mode).strip().lower()
+    size = int(number("page_size"))
+    mode = str(given["time_filter_mode"]).strip().lower()
     if mode not in TIME_FILTER_MODES:
         raise ConfigError(
-            f"time_filter_mode: {time_filter_mode!r} is not one of {', '.join(TIME_FILTER_MODES)}"
+            f"time_filter_mode: {given['time_filter_mode']!r} is not one of {', '.join(TIME_FILTER_MODES)}"
         )
-    window_seconds = max(1, int(bounded(window_hours, "window_hours") * 3600))
-    max_window_seconds = max(window_seconds, int(bounded(max_window_days, "max_window_days") * 86400))
+    window_seconds = max(1, int(number("window_hours") * 3600))
+    max_window_seconds = max(window_seconds, int(number("max_window_days") * 86400))
     return SourceSettings(
         base_url=url,
-        stream_ids=parse_stream_ids(stream_ids),
+        stream_ids=parse_stream_ids(given["stream_ids"]),
         start_at=start_at,
         end_at=end_at,
         window_seconds=window_seconds,
         max_window_seconds=max_window_seconds,
-        lookback_seconds=int(bounded(lookback_seconds, "lookback_seconds")),
-        safety_margin_seconds=int(bounded(safety_margin_seconds, "safety_margin_seconds")),
+        lookback_seconds=int(number("lookback_seconds")),
+        safety_margin_seconds=int(number("safety_margin_seconds")),
         page_size=size,
-        include_transcripts=_bool(include_transcripts, "include_transcripts"),
-        activity_types=parse_activity_types(activity_types),
-        max_concurrency=int(bounded(max_concurrency, "max_concurrency")),
-        max_requests_per_second=bounded(
-            max_requests_per_second, "max_requests_per_second", zero_means_none=True
-        ),
-        max_retry_wait_seconds=bounded(max_retry_wait_seconds, "max_retry_wait_seconds"),
-        request_timeout_seconds=bounded(request_timeout_seconds, "request_timeout_seconds"),
+        include_transcripts=_bool(given["include_transcripts"], "include_transcripts"),
+        activity_types=parse_activity_types(given["activity_types"]),
+        max_concurrency=int(number("max_concurrency")),
+        max_requests_per_second=number("max_requests_per_second", zero_means_none=True),
+        max_retry_wait_seconds=number("max_retry_wait_seconds"),
+        request_timeout_seconds=number("request_timeout_seconds"),
         time_filter_mode=mode,
-        created_mode_reread_seconds=int(
-            bounded(created_mode_reread_days, "created_mode_reread_days") * 86400
-        ),
+        created_mode_reread_seconds=int(number("created_mode_reread_days") * 86400),
         backfill=backfill,
-        pseudonymize=_pseudonymize(pseudonymize, pseudonymize_key),
-        checkpoint_conversations=int(bounded(checkpoint_conversations, "checkpoint_conversations")),
+        pseudonymize=_pseudonymize(given["pseudonymize"], given["pseudonymize_key"]),
+        checkpoint_conversations=int(number("checkpoint_conversations")),
     )
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One run's configuration: the validated settings and, kept out of every repr, its secrets."""
+
+    settings: SourceSettings
+    api_key: str = field(repr=False)
+    pseudonymize_key: str | None = field(default=None, repr=False)
+
+
+def source_config(**raw: Any) -> SourceConfig:
+    """`validate`d settings with the API key (stripped) and the pseudonymisation key beside them.
+
+    Args:
+        **raw: settings by name, as `SETTINGS` names them; a missing one takes its default.
+
+    Raises:
+        ConfigError: as `validate`.
+    """
+    settings = validate(**raw)
+    key = raw.get("pseudonymize_key")
+    return SourceConfig(settings, _api_key(raw.get("api_key")), str(key) if key is not None else None)
 
 
 def config_error_from_dlt(error: Exception) -> ConfigError:

@@ -17,7 +17,7 @@ from dlt.common.configuration.exceptions import (
     ConfigValueCannotBeCoercedException,
 )
 
-from ..commbox import commbox_source
+from ..commbox import load_source_config
 from ..commbox.client import ApiError, AuthError, CommBoxClient
 from ..commbox.config import ConfigError, config_error_from_dlt
 from ..commbox.redact import redact
@@ -60,7 +60,7 @@ def _guarded(name: str, check: Callable[[], Check]) -> Check:
 
 def _check_config(context: _Context, overrides: dict[str, Any]) -> Check:
     try:
-        source = commbox_source(**overrides)
+        config = load_source_config(**overrides)
     except ConfigFieldMissingException as missing:
         key = missing.fields[0]
         return Check(
@@ -74,11 +74,9 @@ def _check_config(context: _Context, overrides: dict[str, Any]) -> Check:
         )
     except ConfigError as error:
         return Check("config", False, f"{error}: fix it in .dlt/config.toml or the environment")
-    run_context = source.resources["conversations"].run_context
-    context.settings = run_context.settings
-    # the key as the source resolved it (secrets.toml, environment or override), to check it below
-    context.api_key = run_context.client._auth.removeprefix("Bearer ")
-    settings = context.settings
+    # the settings and the key as a run resolves them (secrets.toml, environment or override)
+    context.settings = settings = config.settings
+    context.api_key = config.api_key
     streams = ",".join(map(str, settings.stream_ids)) or "discovered from /stats/streams"
     return Check(
         "config",

@@ -29,10 +29,11 @@ from dlt.common.configuration.exceptions import (
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from ..commbox import commbox_source
+from ..commbox import RunContext, load_source_config, source_for
 from ..commbox.client import ApiError
 from ..commbox.config import (
     ConfigError,
+    SourceConfig,
     config_error_from_dlt,
     parse_moment,
     parse_stream_ids,
@@ -246,7 +247,7 @@ def _load(pipeline: dlt.Pipeline) -> Any:
         raise
 
 
-def _progress_reporter(context: Any, stop: threading.Event) -> None:
+def _progress_reporter(context: RunContext, stop: threading.Event) -> None:
     while not stop.wait(PROGRESS_EVERY_SECONDS):
         streams = ", ".join(
             f"{stream_id}: {p.get('windows', 0)} windows/{p.get('conversations', 0)} conversations"
@@ -297,7 +298,7 @@ def run_pipeline(
         if end <= start:
             raise ConfigError(f"--end {backfill[1]} is not after --start {backfill[0]}")
         overrides.update(start_date=start, end_date=end, backfill=True)
-    source = _source(overrides)
+    config = _source_config(overrides)
     summary = RunSummary(pipeline.pipeline_name, pipeline.destination.destination_name, pipeline.dataset_name)
     holes: dict[int, list[tuple[int, int]]] = {}
     with pipeline_lock(pipeline):
@@ -305,8 +306,10 @@ def run_pipeline(
         if pipeline.has_pending_data:
             discard_unfinished_packages(pipeline)
         while True:
-            context = source.resources["conversations"].run_context
-            _run_slice(pipeline, source, context, summary, refresh)
+            # Each slice reads with a context of its own (client, counters, `more`), built here and
+            # handed to the source, so the counters are read from it after the extraction.
+            context = RunContext(config)
+            _run_slice(pipeline, source_for(context), context, summary, refresh)
             holes.update(context.holes)
             summary.holes = [
                 (stream_id, a, b) for stream_id, found in sorted(holes.items()) for a, b in found
@@ -321,7 +324,6 @@ def run_pipeline(
                 summary.conversations,
             )
             refresh = None
-            source = _source(overrides)
     for warning, count in sorted(summary.warnings.items()):
         logger.warning("%s (%s×)", warning, count)
     if build_views:
@@ -338,14 +340,18 @@ def run_pipeline(
     return summary
 
 
-def _source(overrides: dict[str, Any]) -> Any:
+def _source_config(overrides: dict[str, Any]) -> SourceConfig:
+    """The source's configuration (`overrides` over `[sources.commbox]`), validated before any
+    request; dlt's own configuration errors become one-line `ConfigError`s."""
     try:
-        return commbox_source(**overrides)
+        return load_source_config(**overrides)
     except (ConfigFieldMissingException, ConfigValueCannotBeCoercedException) as error:
         raise config_error_from_dlt(error) from None
 
 
-def _run_slice(pipeline: dlt.Pipeline, source: Any, context: Any, summary: RunSummary, refresh: Any) -> None:
+def _run_slice(
+    pipeline: dlt.Pipeline, source: Any, context: RunContext, summary: RunSummary, refresh: Any
+) -> None:
     """Extract, normalize and load one slice of the run (all of it without checkpoints), adding its
     counters to `summary`. The slice's state is committed with its load package, so a failure loses
     at most this slice."""
