@@ -21,7 +21,7 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.ops.runner import run_pipeline
-from pipelines.reporting.report import Agreement, Reconciliation
+from pipelines.reporting.report_data import Agreement, Reconciliation
 from pipelines.reporting.report_html import PALETTE, ReportData, collect, render_html, write_html_report
 from pipelines.reporting.views import build_views
 from tests.helpers import make_test_pipeline, query, source_settings

@@ -17,7 +17,7 @@ import dlt
 from dlt.common.versioned_state import decompress_state
 
 from ..commbox.tables import TABLE_COLUMNS
-from ..reporting.report import RECONCILIATION_NOT_BUILT, Reconciliation, read_reconciliation
+from ..reporting.report_data import RECONCILIATION_NOT_BUILT, Reconciliation, read_reconciliation
 
 STATE_TABLE = "_dlt_pipeline_state"
 LOADS_TABLE = "_dlt_loads"

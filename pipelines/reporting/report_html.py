@@ -12,7 +12,7 @@ inline SVG drawn here, from the marts in `commbox_reporting`:
 
 Above the charts, a summary per channel (met, breached, undetermined: clocks that depend on a message
 whose sender is unknown, counted apart) and the reconciliation with CommBox's own firstResponseTime /
-lastResponseTime (`report.read_reconciliation`, the same lines as `commbox-etl status`).
+lastResponseTime (`report_data.read_reconciliation`, the same lines as `commbox-etl status`).
 
 The period is the last `days` local dates that have SLA events. Figures are `<figure class="chart"
 data-chart="...">`; marks carry `class="series"` or `class="bar"` and a `<title>` with the exact
@@ -29,9 +29,21 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from .report import RECONCILIATION_NOT_BUILT, UNDETERMINED_NOTE, Reconciliation, read_reconciliation
+from .report_data import (
+    FIRST_RESPONSE_CLOCKS,
+    RECONCILIATION_NOT_BUILT,
+    REPORTING_SCHEMA,
+    UNDETERMINED_NOTE,
+    Reconciliation,
+    as_date,
+    as_utc,
+    compliance,
+    median,
+    period,
+    read_reconciliation,
+    short_duration,
+)
 
-REPORTING_SCHEMA = "commbox_reporting"
 # Okabe-Ito: tells channels apart for colour-blind readers too; yellow left out (too light on white).
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000")
 BREACHED_COLOUR = "#D55E00"
@@ -93,22 +105,6 @@ def _bucket(value: float, buckets: Sequence[tuple[str, float]]) -> int:
     return len(buckets) - 1
 
 
-def _as_date(value: Any) -> date:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    return date.fromisoformat(str(value)[:10])
-
-
-def _as_utc(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def collect(pipeline: Any, days: int = 7, schema: str = REPORTING_SCHEMA) -> ReportData:
     """Read the report's numbers from the SLA views of the pipeline's destination.
 
@@ -123,9 +119,9 @@ def collect(pipeline: Any, days: int = 7, schema: str = REPORTING_SCHEMA) -> Rep
             return [tuple(row) for row in client.execute_sql(sql, *args) or []]
 
         last = rows(f"select max(local_date) from {schema}.agg_channel_sla_daily")[0][0]
-        as_of = _as_utc(rows(f"select max(as_of_at) from {schema}.int_build_params")[0][0])
-        end = _as_date(last) if last is not None else (as_of or datetime.now(UTC)).date()
-        start = end - timedelta(days=max(1, days) - 1)
+        as_of = as_utc(rows(f"select max(as_of_at) from {schema}.int_build_params")[0][0])
+        # The last day is the last with SLA events (the build's as-of day when there are none).
+        start, end = period(as_date(last) if last is not None else (as_of or datetime.now(UTC)).date(), days)
         data = ReportData(start=start, end=end, as_of=as_of, channels=[])
         for stream_id, local_date, met, breached, undetermined in rows(
             f"select stream_id, local_date, met_events, breached_events, undetermined_events "
@@ -133,7 +129,7 @@ def collect(pipeline: Any, days: int = 7, schema: str = REPORTING_SCHEMA) -> Rep
             start,
             end,
         ):
-            data.daily[(int(stream_id), _as_date(local_date))] = (int(met or 0), int(breached or 0))
+            data.daily[(int(stream_id), as_date(local_date))] = (int(met or 0), int(breached or 0))
             if undetermined:
                 data.undetermined[int(stream_id)] = data.undetermined.get(int(stream_id), 0) + int(
                     undetermined
@@ -157,8 +153,7 @@ def collect(pipeline: Any, days: int = 7, schema: str = REPORTING_SCHEMA) -> Rep
             data.agents[label] = (int(met or 0), int(breached or 0))
         for stream_id, seconds in rows(
             f"select stream_id, calendar_seconds from {schema}.fct_sla_events "
-            "where metric = 'first_response' and stop_reason = 'responded' and not is_undetermined "
-            "and started_local_date >= %s and started_local_date <= %s",
+            f"where {FIRST_RESPONSE_CLOCKS} and started_local_date >= %s and started_local_date <= %s",
             start,
             end,
         ):
@@ -168,7 +163,7 @@ def collect(pipeline: Any, days: int = 7, schema: str = REPORTING_SCHEMA) -> Rep
             for stream_id, created_at in rows(
                 f"select stream_id, created_at from {schema}.fct_conversations where is_open"
             ):
-                created = _as_utc(created_at)
+                created = as_utc(created_at)
                 if created is not None:
                     age = max(0.0, (as_of - created).total_seconds())
                     data.backlog_ages.setdefault(int(stream_id), []).append(age)
@@ -424,10 +419,6 @@ th:first-child, td:first-child { text-align: left; }
 """
 
 
-def _pct(met: int, breached: int) -> float | None:
-    return met / (met + breached) if met + breached else None
-
-
 def _summary_table(data: ReportData) -> str:
     head = "<tr><th>channel</th><th>SLA clocks decided</th><th>met</th><th>breached</th>"
     head += "<th>undetermined</th><th>compliance</th><th>median first response</th><th>open now</th></tr>"
@@ -435,31 +426,18 @@ def _summary_table(data: ReportData) -> str:
     for stream_id in data.channels:
         met = sum(m for (s, _), (m, _b) in data.daily.items() if s == stream_id)
         breached = sum(b for (s, _), (_m, b) in data.daily.items() if s == stream_id)
-        compliance = _pct(met, breached)
-        responses = sorted(data.first_responses.get(stream_id, []))
-        median = _duration(_median(responses)) if responses else "-"
+        share = compliance(met, breached)
+        middle = median(data.first_responses.get(stream_id, ()))
         body.append(
             f"<tr><td>{_e(channel_name(stream_id))}</td><td>{met + breached}</td><td>{met}</td>"
             f"<td>{breached}</td><td>{data.undetermined.get(stream_id, 0)}</td>"
-            f"<td>{'-' if compliance is None else f'{compliance:.1%}'}</td>"
-            f"<td>{median}</td><td>{len(data.backlog_ages.get(stream_id, []))}</td></tr>"
+            f"<td>{'-' if share is None else f'{share:.1%}'}</td>"
+            f"<td>{'-' if middle is None else short_duration(middle)}</td>"
+            f"<td>{len(data.backlog_ages.get(stream_id, []))}</td></tr>"
         )
     lines = data.reconciliation.lines() if data.reconciliation else [RECONCILIATION_NOT_BUILT]
     notes = "".join(f"<p>{_e(line)}</p>" for line in [UNDETERMINED_NOTE, *lines])
     return f'<table class="summary">{head}{"".join(body)}</table><div class="notes">{notes}</div>'
-
-
-def _median(values: Sequence[float]) -> float:
-    middle = len(values) // 2
-    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def render_html(data: ReportData, generated_at: datetime | None = None) -> str:
@@ -473,7 +451,7 @@ def render_html(data: ReportData, generated_at: datetime | None = None) -> str:
         hovers = []
         for d in dates:
             met, breached = data.daily.get((stream_id, d), (0, 0))
-            values.append(_pct(met, breached))
+            values.append(compliance(met, breached))
             share = "no decided clocks" if met + breached == 0 else f"{met / (met + breached):.1%}"
             hovers.append(
                 f"{channel_name(stream_id)} {d.isoformat()}: {share} (met {met}, breached {breached})"
