@@ -35,6 +35,7 @@ from pipelines.ops.runner import build_reporting_views
 from pipelines.reporting.templates import SQL_DIR, models, render
 from pipelines.reporting.views import build_views
 from tests.helpers import load, make_test_pipeline
+from tests.test_sla_history import APRIL, AS_OF, LATE_REPLY, LATE_REPLY_BEFORE, MARCH, VERSION_1, VERSION_2
 from tests.test_sla_known_answers import CONVERSATIONS, load_conversations
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,6 +161,7 @@ def _build_both(
     project_dir: Path,
     custom_fields: list[str],
     runner: Callable[[], Any],
+    as_of: str | None = None,
 ) -> DbtProject:
     """The runner's views in `commbox_reporting` (its `[reporting] custom_fields` from the
     environment), then `dbt build` of the package into `dbt_reporting`, the same fields as a dbt var."""
@@ -170,7 +172,7 @@ def _build_both(
         del os.environ["REPORTING__CUSTOM_FIELDS"]
     project = DbtProject(project_dir, engine.output)
     project.run("deps")
-    output = project.run("build", variables={"commbox_custom_fields": custom_fields})
+    output = project.run("build", variables={"commbox_custom_fields": custom_fields, "commbox_as_of": as_of})
     assert "ERROR=0" in output and "PASS=" in output, output[-3000:]
     return project
 
@@ -251,3 +253,24 @@ def test_dbt_gives_the_sla_known_answers(engine, tmp_path):
         f"select business_seconds, state from {DBT_SCHEMA}.fct_sla_events "
         "where object_id = 101 and metric = 'first_response'"
     ) == [(1800, "met")]
+
+
+def test_dbt_measures_each_clock_against_its_policy_version(engine, tmp_path):
+    """The policy-history case of tests/test_sla_history.py ([sla] changed from 2024-04-01), built by
+    dbt with var commbox_as_of: the same marts as the runner's, the March clock under version 1 and
+    the April one under version 2."""
+    pipeline = dlt.pipeline(
+        pipeline_name=f"dbt_history_{engine.dialect}",
+        destination=engine.destination,
+        dataset_name="commbox_raw",
+        pipelines_dir=str(tmp_path / "pipelines"),
+    )
+    load_conversations(pipeline, [*MARCH, LATE_REPLY_BEFORE], sla=VERSION_1)
+    load_conversations(pipeline, [*MARCH, LATE_REPLY, *APRIL], sla=VERSION_2)
+    as_of = AS_OF.strftime("%Y-%m-%d %H:%M:%S+00:00")
+    _build_both(engine, pipeline, tmp_path / "dbt", [], lambda: build_views(pipeline, as_of=AS_OF), as_of)
+    _assert_marts_equal(engine)
+    assert engine.rows(
+        f"select object_id, policy_key, state from {DBT_SCHEMA}.fct_sla_events "
+        "where metric = 'first_response' and object_id in (9101, 9102) order by object_id"
+    ) == [(9101, "1@2024-04-01", "breached"), (9102, "1", "met")]

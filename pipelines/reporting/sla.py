@@ -8,12 +8,22 @@ need no time-zone arithmetic and give the same numbers on every warehouse.
 
 Tables yielded by `sla_resources()` (all write disposition `replace`):
 
-- `sla_policies`: one row per policy: a `default` row (stream_id NULL) and one row per stream, with
-  every key resolved (stream overrides on top of `[sla.default]`), targets in seconds.
+- `sla_policies`: one row per policy version: a `default` row (stream_id NULL) and one row per stream
+  (`policy_name`), with every key resolved (stream overrides on top of `[sla.default]`), targets in
+  seconds, in force over `[effective_from_at, effective_to_at)`. `policy_key` names the version: the
+  policy name for the first, `<name>@<effective date>` for later ones.
 - `business_windows`: half-open business intervals `[window_start_at, window_end_at)` in UTC, one row
-  per opening (merged when they touch), per policy, from `span_start - 7 days` to `span_end + 60 days`.
-- `calendar_days`: one row per policy and local date in the policy's time zone, with the UTC bounds
+  per opening (merged when they touch), per policy version, from `span_start - 7 days` to
+  `span_end + 60 days` (every version over the whole span: a clock keeps the version it started under).
+- `calendar_days`: one row per policy version and local date in its time zone, with the UTC bounds
   of that local day (23 or 25 hours long across daylight-saving changes).
+
+Policy history: every version of `[sla]` the warehouse has seen is kept in `sla_policies` (its whole
+section, as JSON in `definition`) and read back by the next load. A changed `[sla]` becomes a new
+version in force from `[sla] effective_from` (local midnight in each policy's time zone; default: the
+day of the load, UTC), so a clock is measured against the version in force when it started and a
+change never rewrites the numbers before that date. The first version reaches back to 1970. A new
+version dated on or before a later one replaces it (a correction from that date on).
 - `sla_statuses`: one row per ObjectStatusType with how it counts (open, paused, resolved).
 
 Configuration (`.dlt/config.toml`; every key is optional, see README: SLA reporting)::
@@ -31,15 +41,19 @@ Configuration (`.dlt/config.toml`; every key is optional, see README: SLA report
 
     [sla.statuses]
     open = [1, 3, 6, 8, 10]
+
+    [sla]
+    effective_from = "2024-07-01"   # when a changed [sla] starts to apply
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -82,7 +96,9 @@ _POLICY_DEFAULTS: dict[str, Any] = {
     "critical_percent": 80,
     "bot_counts_as_response": False,
 }
-_SECTION_KEYS = {"default", "streams", "statuses"}
+_SECTION_KEYS = {"default", "streams", "statuses", "effective_from"}
+# The first policy version is in force from here: every conversation has a policy.
+HISTORY_START = datetime(1970, 1, 1, tzinfo=UTC)
 _STATUS_KEYS = {"open", "paused", "resolved"}
 _RANGE = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
 _CLOSED = {"", "closed", "none"}
@@ -118,6 +134,8 @@ class SlaConfig:
     open_statuses: frozenset[int]
     paused_statuses: frozenset[int]
     resolved_statuses: frozenset[int]
+    effective_from: date | None = None
+    definition: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def policy_for(self, stream_id: int) -> SlaPolicy:
         return self.streams.get(stream_id, self.default)
@@ -269,6 +287,9 @@ def load_sla_config(section: Mapping[str, Any] | None = None) -> SlaConfig:
     values = _plain(section or {})
     if not isinstance(values, dict):
         raise ValueError(f"sla: expected a table, got {values!r}")
+    effective_from = (
+        _parse_date(values["effective_from"], "sla.effective_from") if "effective_from" in values else None
+    )
     unknown = set(values) - _SECTION_KEYS
     if unknown:
         raise ValueError(
@@ -308,7 +329,8 @@ def load_sla_config(section: Mapping[str, Any] | None = None) -> SlaConfig:
     ):
         if a & b:
             raise ValueError(f"sla.statuses: status id(s) {sorted(a & b)} are both {sa} and {sb}")
-    return SlaConfig(default, streams, open_, paused, resolved)
+    definition = {key: value for key, value in values.items() if key != "effective_from"}
+    return SlaConfig(default, streams, open_, paused, resolved, effective_from, definition)
 
 
 def _day_hours(policy: SlaPolicy, day: date) -> Hours:
@@ -378,10 +400,121 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class PolicyVersion:
+    """One version of `[sla]`: its configuration and the local date it is in force from (None for
+    the first version, which reaches back to HISTORY_START)."""
+
+    config: SlaConfig
+    effective_from: date | None = None
+
+
+Definition = dict[str, Any]
+
+
+def _canonical(definition: Mapping[str, Any]) -> Definition:
+    """A definition as it reads back from the warehouse (dates as text), so versions compare equal."""
+    return dict(json.loads(json.dumps(_plain(definition), sort_keys=True, default=str)))
+
+
+def policy_history(
+    previous: Iterable[tuple[date | None, Mapping[str, Any]]], cfg: SlaConfig, today: date
+) -> list[PolicyVersion]:
+    """The policy versions to load: the stored ones, plus `cfg` when it differs from the newest.
+
+    Args:
+        previous: `(effective_from, definition)` of every stored version (`read_history()`).
+        cfg: the `[sla]` configuration of this load.
+        today: the date a change applies from when `[sla] effective_from` is not given.
+
+    Returns:
+        The versions, oldest first. `cfg` is added in force from `cfg.effective_from` (else
+        `today`), replacing any stored version dated on or after it; the past keeps its versions.
+    """
+    stored = sorted(
+        ((when, _canonical(definition)) for when, definition in previous), key=lambda v: v[0] or date.min
+    )
+    current = _canonical(cfg.definition)
+    if not stored:
+        return [PolicyVersion(cfg, None)]
+    if stored[-1][1] == current:
+        kept, added = stored, None
+    else:
+        start = cfg.effective_from or today
+        kept = [(when, definition) for when, definition in stored if when is None or when < start]
+        added = start
+    versions = [PolicyVersion(load_sla_config(definition), when) for when, definition in kept]
+    if added is not None:
+        versions.append(PolicyVersion(cfg, added))
+    return versions
+
+
+def read_history(pipeline: Any) -> list[tuple[date | None, Definition]]:
+    """Every policy version stored in the pipeline's `sla_policies` table; none before the first load
+    or in a table written before policy history (no `definition` column)."""
+    from dlt.destinations.exceptions import DatabaseTerminalException, DatabaseUndefinedRelation
+
+    try:
+        with pipeline.sql_client() as client:
+            table = client.make_qualified_table_name("sla_policies")
+            rows = client.execute_sql(f"select distinct effective_from, definition from {table}")
+    except (DatabaseUndefinedRelation, DatabaseTerminalException):
+        return []
+    history = []
+    for when, definition in rows or []:
+        if definition is None:
+            continue
+        history.append(
+            (_parse_date(when, "sla_policies.effective_from") if when else None, json.loads(definition))
+        )
+    return history
+
+
+def _versions(cfg: SlaConfig | Sequence[PolicyVersion]) -> list[PolicyVersion]:
+    return [PolicyVersion(cfg, None)] if isinstance(cfg, SlaConfig) else list(cfg)
+
+
+@dataclass
+class _VersionRow:
+    key: str
+    name: str
+    stream_id: int | None
+    policy: SlaPolicy
+    version: PolicyVersion
+    effective_from_at: datetime
+    effective_to_at: datetime | None = None
+
+
+def _version_rows(cfg: SlaConfig | Sequence[PolicyVersion], stream_ids: list[int]) -> list[_VersionRow]:
+    """One row per policy and version; each version of a policy ends where its next one starts."""
+    rows: list[_VersionRow] = []
+    for index, version in enumerate(_versions(cfg)):
+        for name, stream_id, policy in _policy_rows(version.config, stream_ids):
+            if index == 0 or version.effective_from is None:
+                key, start = name, HISTORY_START
+            else:
+                key = f"{name}@{version.effective_from.isoformat()}"
+                start = _local(version.effective_from, time(0), ZoneInfo(policy.timezone))
+            rows.append(_VersionRow(key, name, stream_id, policy, version, start))
+    by_name: dict[str, list[_VersionRow]] = {}
+    for row in rows:
+        by_name.setdefault(row.name, []).append(row)
+    for same in by_name.values():
+        same.sort(key=lambda row: row.effective_from_at)
+        for earlier, later in pairwise(same):
+            earlier.effective_to_at = later.effective_from_at
+    return rows
+
+
 _POLICY_COLUMNS = {
     "policy_key": {"data_type": "text", "nullable": False, "primary_key": True},
+    "policy_name": {"data_type": "text", "nullable": False},
     "stream_id": {"data_type": "bigint", "nullable": True},
     "is_default": {"data_type": "bool", "nullable": False},
+    "effective_from": {"data_type": "date", "nullable": True},
+    "effective_from_at": {"data_type": "timestamp", "nullable": False},
+    "effective_to_at": {"data_type": "timestamp", "nullable": True},
+    "definition": {"data_type": "text", "nullable": False},
     "timezone": {"data_type": "text", "nullable": False},
     "business_hours_only": {"data_type": "bool", "nullable": False},
     "first_response_seconds": {"data_type": "bigint", "nullable": False},
@@ -423,18 +556,24 @@ _STATUS_COLUMNS = {
 
 
 def policy_records(
-    cfg: SlaConfig, stream_ids: list[int], span_start: datetime, span_end: datetime
+    cfg: SlaConfig | Sequence[PolicyVersion], stream_ids: list[int], span_start: datetime, span_end: datetime
 ) -> list[dict[str, Any]]:
-    """The `sla_policies` rows (also handy for tests)."""
+    """The `sla_policies` rows, one per policy and version (also handy for tests)."""
     records = []
-    for key, stream_id, policy in _policy_rows(cfg, stream_ids):
+    for row in _version_rows(cfg, stream_ids):
+        key, stream_id, policy = row.key, row.stream_id, row.policy
         first, last = _span_days(policy, _aware(span_start), _aware(span_end))
         zone = ZoneInfo(policy.timezone)
         records.append(
             {
                 "policy_key": key,
+                "policy_name": row.name,
                 "stream_id": stream_id,
                 "is_default": stream_id is None,
+                "effective_from": row.version.effective_from,
+                "effective_from_at": row.effective_from_at,
+                "effective_to_at": row.effective_to_at,
+                "definition": json.dumps(_canonical(row.version.config.definition), sort_keys=True),
                 "timezone": policy.timezone,
                 "business_hours_only": policy.business_hours_only,
                 "first_response_seconds": policy.first_response_seconds,
@@ -460,10 +599,11 @@ def policy_records(
 
 
 def window_records(
-    cfg: SlaConfig, stream_ids: list[int], span_start: datetime, span_end: datetime
+    cfg: SlaConfig | Sequence[PolicyVersion], stream_ids: list[int], span_start: datetime, span_end: datetime
 ) -> Iterator[dict[str, Any]]:
-    """The `business_windows` rows."""
-    for key, stream_id, policy in _policy_rows(cfg, stream_ids):
+    """The `business_windows` rows of every policy version, each over the whole span."""
+    for row in _version_rows(cfg, stream_ids):
+        key, stream_id, policy = row.key, row.stream_id, row.policy
         first, last = _span_days(policy, _aware(span_start), _aware(span_end))
         for start_at, end_at, local_date in business_windows(policy, first, last):
             yield {
@@ -477,10 +617,11 @@ def window_records(
 
 
 def day_records(
-    cfg: SlaConfig, stream_ids: list[int], span_start: datetime, span_end: datetime
+    cfg: SlaConfig | Sequence[PolicyVersion], stream_ids: list[int], span_start: datetime, span_end: datetime
 ) -> Iterator[dict[str, Any]]:
-    """The `calendar_days` rows: every local date of every policy with its UTC bounds."""
-    for key, stream_id, policy in _policy_rows(cfg, stream_ids):
+    """The `calendar_days` rows: every local date of every policy version with its UTC bounds."""
+    for row in _version_rows(cfg, stream_ids):
+        key, stream_id, policy = row.key, row.stream_id, row.policy
         first, last = _span_days(policy, _aware(span_start), _aware(span_end))
         zone = ZoneInfo(policy.timezone)
         seconds_by_day: dict[date, int] = {}
@@ -517,7 +658,11 @@ def status_records(cfg: SlaConfig) -> list[dict[str, Any]]:
 
 
 def sla_resources(
-    cfg: SlaConfig, stream_ids: list[int], span_start: datetime, span_end: datetime
+    cfg: SlaConfig,
+    stream_ids: list[int],
+    span_start: datetime,
+    span_end: datetime,
+    history: Sequence[tuple[date | None, Mapping[str, Any]]] | None = None,
 ) -> list[DltResource]:
     """dlt resources for the SLA input tables, all with write disposition `replace`.
 
@@ -529,30 +674,39 @@ def sla_resources(
         span_start: the earliest timestamp of the loaded data (naive = UTC).
         span_end: the latest; windows and days run to 60 days after it so running clocks still have
             business hours to count.
+        history: the stored policy versions; None reads them from the `sla_policies` table of the
+            pipeline that runs these resources (`read_history()`), when it extracts them.
 
     Returns:
-        `sla_policies`, `business_windows`, `calendar_days` and `sla_statuses`.
+        `sla_policies`, `business_windows`, `calendar_days` and `sla_statuses`: every policy version
+        (`policy_history()`), the past ones rewritten as they were.
     """
     ids = [int(s) for s in stream_ids if s is not None]
+    resolved: list[list[PolicyVersion]] = []
+
+    def versions() -> list[PolicyVersion]:
+        # Read when dlt extracts, not when the resources are made: only then is the pipeline that
+        # loads them known (dlt.current.pipeline()), and it is read once for all three tables.
+        if not resolved:
+            previous = history if history is not None else read_history(dlt.current.pipeline())
+            resolved.append(policy_history(previous, cfg, datetime.now(UTC).date()))
+        return resolved[0]
+
+    def policies() -> Iterator[dict[str, Any]]:
+        yield from policy_records(versions(), ids, span_start, span_end)
+
+    def windows() -> Iterator[dict[str, Any]]:
+        yield from window_records(versions(), ids, span_start, span_end)
+
+    def days() -> Iterator[dict[str, Any]]:
+        yield from day_records(versions(), ids, span_start, span_end)
+
     return [
+        dlt.resource(policies(), name="sla_policies", write_disposition="replace", columns=_POLICY_COLUMNS),
         dlt.resource(
-            policy_records(cfg, ids, span_start, span_end),
-            name="sla_policies",
-            write_disposition="replace",
-            columns=_POLICY_COLUMNS,
+            windows(), name="business_windows", write_disposition="replace", columns=_WINDOW_COLUMNS
         ),
-        dlt.resource(
-            list(window_records(cfg, ids, span_start, span_end)),
-            name="business_windows",
-            write_disposition="replace",
-            columns=_WINDOW_COLUMNS,
-        ),
-        dlt.resource(
-            list(day_records(cfg, ids, span_start, span_end)),
-            name="calendar_days",
-            write_disposition="replace",
-            columns=_DAY_COLUMNS,
-        ),
+        dlt.resource(days(), name="calendar_days", write_disposition="replace", columns=_DAY_COLUMNS),
         dlt.resource(
             status_records(cfg),
             name="sla_statuses",

@@ -1,5 +1,7 @@
 {{ config(materialized='table') }}
--- one row per conversation created by as_of_at, with the SLA policy of its stream (or the default)
+-- one row per conversation created by as_of_at, with the SLA policy of its stream (or the default):
+-- policy_name, and the version of it in force when the conversation was created (policy_key). Each
+-- clock is measured against the version in force when it started (int_sla_clocks).
 with
 
 objects as (
@@ -14,8 +16,12 @@ params as (
     select * from {{ ref('int_build_params') }}
 ),
 
-default_policy as (
-    select policy_key from policies where is_default
+stream_policies as (
+    select distinct
+        policy_name,
+        stream_id
+    from policies
+    where not is_default
 ),
 
 keyed as (
@@ -25,13 +31,11 @@ keyed as (
         objects.status_id as current_status_id,
         objects.created_at,
         objects.assigned_manager_id,
-        coalesce(stream_policies.policy_key, default_policy.policy_key) as policy_key
+        coalesce(stream_policies.policy_name, 'default') as policy_name
     from objects
     cross join params
-    cross join default_policy
-    left join policies as stream_policies
+    left join stream_policies
         on stream_policies.stream_id = objects.stream_id
-        and not stream_policies.is_default
     where objects.created_at <= params.as_of_at
 ),
 
@@ -42,7 +46,8 @@ final as (
         keyed.current_status_id,
         keyed.created_at,
         keyed.assigned_manager_id,
-        keyed.policy_key,
+        keyed.policy_name,
+        policies.policy_key,
         policies.timezone,
         policies.is_business_hours_only,
         policies.first_response_target_seconds,
@@ -53,7 +58,9 @@ final as (
         policies.is_bot_response_counted
     from keyed
     inner join policies
-        on policies.policy_key = keyed.policy_key
+        on policies.policy_name = keyed.policy_name
+        and policies.effective_from_at <= keyed.created_at
+        and (policies.effective_to_at is null or keyed.created_at < policies.effective_to_at)
 )
 
 select * from final

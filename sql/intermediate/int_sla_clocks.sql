@@ -3,7 +3,8 @@
 -- stops when the conversation stops being open (stop_reason 'closed'); one that starts while the
 -- conversation is already closed is dropped. Conversations whose current status is neither open,
 -- paused nor resolved (e.g. Deleted, Irrelevant) have no clocks. is_undetermined: the clock's start or
--- stop depends on an unknown-side message (int_reply_episodes); resolution clocks never do.
+-- stop depends on an unknown-side message (int_reply_episodes); resolution clocks never do. A clock is
+-- measured against the policy version in force when it started: changing [sla] never rewrites the past.
 with
 
 reply_episodes as (
@@ -24,6 +25,10 @@ history as (
 
 params as (
     select * from {{ ref('int_build_params') }}
+),
+
+policies as (
+    select * from {{ ref('stg_commbox__sla_policies') }}
 ),
 
 closures as (
@@ -108,7 +113,7 @@ final as (
     select
         clocks.object_id,
         conversations.stream_id,
-        conversations.policy_key,
+        policies.policy_key,
         clocks.metric,
         clocks.clock_number,
         clocks.started_at,
@@ -120,18 +125,22 @@ final as (
         clocks.responder_side,
         clocks.is_undetermined,
         coalesce(clocks.stopped_at, params.as_of_at) as evaluated_at,
-        conversations.is_business_hours_only,
+        policies.is_business_hours_only,
         case clocks.metric
-            when 'first_response' then conversations.first_response_target_seconds
-            when 'next_response' then conversations.next_response_target_seconds
-            else conversations.resolution_target_seconds
+            when 'first_response' then policies.first_response_target_seconds
+            when 'next_response' then policies.next_response_target_seconds
+            else policies.resolution_target_seconds
         end as target_seconds,
-        conversations.warning_fraction,
-        conversations.critical_fraction
+        policies.warning_fraction,
+        policies.critical_fraction
     from clocks
     cross join params
     inner join conversations
         on conversations.object_id = clocks.object_id
+    inner join policies
+        on policies.policy_name = conversations.policy_name
+        and policies.effective_from_at <= clocks.started_at
+        and (policies.effective_to_at is null or clocks.started_at < policies.effective_to_at)
     inner join current_statuses
         on current_statuses.object_id = clocks.object_id
     where current_statuses.is_counted

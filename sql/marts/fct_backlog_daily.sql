@@ -25,25 +25,43 @@ params as (
     select * from {{ ref('int_build_params') }}
 ),
 
+policies as (
+    select * from {{ ref('stg_commbox__sla_policies') }}
+),
+
+-- each policy's local days, each from the version in force when the day starts
+policy_days as (
+    select
+        policies.policy_name,
+        days.local_date,
+        days.day_start_at,
+        days.day_end_at
+    from days
+    inner join policies
+        on policies.policy_key = days.policy_key
+        and policies.effective_from_at <= days.day_start_at
+        and (policies.effective_to_at is null or days.day_start_at < policies.effective_to_at)
+),
+
 stream_starts as (
     select
         stream_id,
-        policy_key,
+        policy_name,
         min(created_at) as first_created_at
     from conversations
-    group by stream_id, policy_key
+    group by stream_id, policy_name
 ),
 
 snapshots as (
     select
         stream_starts.stream_id,
-        stream_starts.policy_key,
+        stream_starts.policy_name,
         days.local_date,
         case when days.day_end_at < params.as_of_at then days.day_end_at else params.as_of_at end as snapshot_at
     from stream_starts
     cross join params
-    inner join days
-        on days.policy_key = stream_starts.policy_key
+    inner join policy_days as days
+        on days.policy_name = stream_starts.policy_name
         and days.day_end_at > stream_starts.first_created_at
         and days.day_start_at <= params.as_of_at
 ),
@@ -59,7 +77,7 @@ open_at_snapshot as (
     from snapshots
     inner join conversations
         on conversations.stream_id = snapshots.stream_id
-        and conversations.policy_key = snapshots.policy_key
+        and conversations.policy_name = snapshots.policy_name
     inner join history
         on history.object_id = conversations.object_id
         and (history.is_open or history.is_paused)

@@ -1,4 +1,5 @@
--- one row per SLA policy: `default` (stream_id null) and one per stream; written by pipelines/commbox/sla.py
+-- one row per SLA policy version: `default` (stream_id null) and one per stream (policy_name), each in force
+-- over [effective_from_at, effective_to_at) (NULL = still in force); written by pipelines/reporting/sla.py
 with
 
 sla_policies as (
@@ -8,6 +9,9 @@ sla_policies as (
 final as (
     select
         cast(policy_key as {{ cb_type_string() }}) as policy_key,
+        cast(policy_name as {{ cb_type_string() }}) as policy_name,
+        cast(effective_from_at as {{ cb_type_timestamp() }}) as effective_from_at,
+        cast(effective_to_at as {{ cb_type_timestamp() }}) as effective_to_at,
         cast(stream_id as bigint) as stream_id,
         cast(is_default as {{ cb_type_boolean() }}) as is_default,
         cast(timezone as {{ cb_type_string() }}) as timezone,
