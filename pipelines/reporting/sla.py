@@ -38,6 +38,7 @@ Configuration (`.dlt/config.toml`; every key is optional, see README: SLA report
 
     [sla.streams.532]
     timezone = "America/New_York"
+    name = "Support e-mail"   # the channel's name in the reports (not part of the policy)
 
     [sla.statuses]
     open = [1, 3, 6, 8, 10]
@@ -136,6 +137,9 @@ class SlaConfig:
     resolved_statuses: frozenset[int]
     effective_from: date | None = None
     definition: dict[str, Any] = field(default_factory=dict, compare=False)
+    # `[sla.streams.<id>] name`: how the reports call a channel. Not part of the policy (a rename
+    # is not a new policy version), so kept out of `definition`.
+    stream_names: dict[int, str] = field(default_factory=dict, compare=False)
 
     def policy_for(self, stream_id: int) -> SlaPolicy:
         return self.streams.get(stream_id, self.default)
@@ -302,7 +306,8 @@ def load_sla_config(section: Mapping[str, Any] | None = None) -> SlaConfig:
     default = _build_policy(merged_default, "sla.default")
 
     streams: dict[int, SlaPolicy] = {}
-    for key, overrides in (values.get("streams") or {}).items():
+    stream_names: dict[int, str] = {}
+    for key, overrides in list((values.get("streams") or {}).items()):
         where = f"sla.streams.{key}"
         try:
             stream_id = int(key)
@@ -310,6 +315,17 @@ def load_sla_config(section: Mapping[str, Any] | None = None) -> SlaConfig:
             raise ValueError(f"{where}: stream keys must be numeric stream ids") from None
         if not isinstance(overrides, dict):
             raise ValueError(f"{where}: expected a table of overrides")
+        if "name" in overrides:
+            overrides = dict(overrides)
+            name = overrides.pop("name")
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError(f"{where}.name: expected the channel's name as text, got {name!r}")
+            stream_names[stream_id] = name.strip()
+            if overrides:
+                values["streams"][key] = overrides
+            else:  # a name alone is no policy of its own
+                del values["streams"][key]
+                continue
         _check_keys(overrides, where)
         streams[stream_id] = _build_policy({**merged_default, **overrides}, where)
 
@@ -330,7 +346,9 @@ def load_sla_config(section: Mapping[str, Any] | None = None) -> SlaConfig:
         if a & b:
             raise ValueError(f"sla.statuses: status id(s) {sorted(a & b)} are both {sa} and {sb}")
     definition = {key: value for key, value in values.items() if key != "effective_from"}
-    return SlaConfig(default, streams, open_, paused, resolved, effective_from, definition)
+    if stream_names and "streams" in definition and not definition["streams"]:
+        del definition["streams"]  # only names were given: the same policy as without them
+    return SlaConfig(default, streams, open_, paused, resolved, effective_from, definition, stream_names)
 
 
 def _day_hours(policy: SlaPolicy, day: date) -> Hours:
