@@ -1,46 +1,50 @@
-"""A terminal SLA report: per channel, the last N local days up to the build's as_of_at.
+"""A terminal SLA report: per channel and metric, the last N local days up to the last day with clocks.
 
-Reads the reporting views (`build_views()` must have run): `agg_channel_sla_daily` for clocks, met,
-breached, undetermined and compliance; `fct_sla_events` for the median first response over the whole
-period (a median of daily medians would be wrong); `fct_backlog_daily` for the open backlog on the
-last day; `fct_first_response_reconciliation` for the lines comparing the first and last agent
-replies with CommBox's own firstResponseTime / lastResponseTime (also shown by `commbox-etl status`
-and the HTML report). Every figure is defined in `report_data.py`, which the HTML report shares.
+Every figure comes from `report_data.collect_figures` (the HTML report reads the same `Figures`):
+
+- attainment per channel and metric, once in business time and once in calendar time (two tables,
+  never mixed): clocks = met + breached + running + undetermined, running clocks already past their
+  target shown apart, attainment = met / (met + breached + running past target), the target and the
+  median time of the stopped clocks in that table's basis;
+- volume per channel: conversations new and resolved over the period, the backlog on its last day;
+- agents by breach rate, bots apart;
+- CommBox's own SLA counts and firstResponseTime against ours, with each disagreement listed.
 """
 
 from __future__ import annotations
 
-from datetime import date
+from collections.abc import Mapping
 from typing import Any
 
 from .report_data import (
-    FIRST_RESPONSE_CLOCKS,
+    BASIS_LABELS,
+    CHART_BASIS,
+    METRIC_LABELS,
+    METRICS,
     RECONCILIATION_NOT_BUILT,
     REPORTING_SCHEMA,
+    TIME_BASES,
     UNDETERMINED_NOTE,
-    as_date,
+    ClockCounts,
+    Figures,
     clock_duration,
-    compliance,
-    median,
-    period,
-    read_reconciliation,
-    rows,
+    collect_figures,
 )
 
-EVENT_COUNTS = ("events", "met_events", "breached_events", "undetermined_events", "running_events")
-
-COLUMNS = (
-    ("stream", "stream_id", "{}"),
-    ("clocks", "events", "{:,}"),
-    ("met", "met_events", "{:,}"),
-    ("breached", "breached_events", "{:,}"),
-    ("undetermined", "undetermined_events", "{:,}"),
-    ("compliance", "compliance", "{:.1%}"),
-    ("running", "running_events", "{:,}"),
-    ("median 1st resp", "median_first_response", None),
-    ("open now", "open_conversations", "{:,}"),
-    ("breaching now", "breached_conversations", "{:,}"),
-)
+ATTAINMENT_HEADERS = [
+    "channel",
+    "metric",
+    "target",
+    "clocks",
+    "met",
+    "breached",
+    "running",
+    "(past target)",
+    "undetermined",
+    "attainment",
+    "median",
+]
+MAX_AGENTS = 15
 
 
 def format_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -55,87 +59,144 @@ def format_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-def render_report(pipeline: Any, days: int = 7, schema: str = REPORTING_SCHEMA) -> str:
-    """Per-channel SLA compliance, breaches, median first response and backlog, as aligned text.
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _count_cells(counts: ClockCounts) -> list[str]:
+    return [
+        f"{counts.clocks:,}",
+        f"{counts.met:,}",
+        f"{counts.breached:,}",
+        f"{counts.running:,}",
+        f"{counts.running_past_target:,}",
+        f"{counts.undetermined:,}",
+        _share(counts.attainment),
+    ]
+
+
+def attainment_table(figures: Figures, basis: str) -> str:
+    """Per channel and metric (then all channels), the clocks of one time basis."""
+    table = []
+    for stream_id in [*figures.channels, None]:
+        name = "all channels" if stream_id is None else figures.names[stream_id]
+        for metric in METRICS:
+            counts = figures.counts(basis, metric, stream_id)
+            if not counts.clocks and stream_id is not None:
+                continue
+            table.append(
+                [
+                    name,
+                    METRIC_LABELS[metric],
+                    figures.target_label(metric, stream_id),
+                    *_count_cells(counts),
+                    clock_duration(figures.median_seconds(basis, metric, stream_id)),
+                ]
+            )
+    return format_table(ATTAINMENT_HEADERS, table)
+
+
+def volume_table(figures: Figures) -> str:
+    """Per channel: conversations new and resolved over the period, the backlog on its last day."""
+    table = []
+    for stream_id in figures.channels:
+        days = [(day, figures.volume.get((stream_id, day))) for day in figures.dates()]
+        new = sum(v[0] for _, v in days if v)
+        resolved = sum(v[1] for _, v in days if v)
+        last = figures.volume.get((stream_id, figures.end))
+        table.append(
+            [figures.names[stream_id], f"{new:,}", f"{resolved:,}", "-" if last is None else f"{last[2]:,}"]
+        )
+    return format_table(["channel", "new", "resolved", f"backlog {figures.end.isoformat()}"], table)
+
+
+def agents_table(figures: Figures, bots: bool) -> str:
+    """Agents (or bots) by breach rate, then volume: the clocks they held when each was decided."""
+    chosen = sorted(
+        (a for a in figures.agents if a.is_bot == bots),
+        key=lambda a: (-(a.counts.breach_rate or 0.0), -a.counts.clocks, a.name),
+    )[:MAX_AGENTS]
+    table = [
+        [
+            agent.name,
+            f"{agent.counts.clocks:,}",
+            f"{agent.counts.decided:,}",
+            f"{agent.counts.breached + agent.counts.running_past_target:,}",
+            _share(agent.counts.breach_rate),
+        ]
+        for agent in chosen
+    ]
+    return format_table(["bot" if bots else "agent", "clocks", "decided", "breached", "breach rate"], table)
+
+
+def reconciliation_lines(figures: Figures) -> list[str]:
+    """Our figures against CommBox's: the first-reply agreement, then each disagreement."""
+    lines = figures.reconciliation.lines() if figures.reconciliation else [RECONCILIATION_NOT_BUILT]
+    vendor = [s for s in figures.streams if s.has_vendor_figures]
+    if vendor:
+        lines.append(
+            "open conversations in SLA breach, CommBox vs ours (first response, calendar time): "
+            + ", ".join(f"{figures.names[s.stream_id]} {s.vendor_breached} vs {s.breached}" for s in vendor)
+        )
+    else:
+        lines.append("CommBox's SLA breach counts: not loaded (the streams table has no rows)")
+    disagreements = figures.disagreements()
+    lines.append(f"disagreements with CommBox: {len(disagreements) or 'none'}")
+    lines.extend(f"  {line}" for line in disagreements)
+    return lines
+
+
+def render_figures(figures: Figures) -> str:
+    """The whole terminal report from already collected figures."""
+    days = len(figures.dates())
+    title = (
+        f"SLA by channel, {figures.start.isoformat()} to {figures.end.isoformat()} "
+        f"({days} day{'s' if days != 1 else ''}, by the local date a clock started)"
+    )
+    parts = [title, ""]
+    for basis in TIME_BASES:
+        parts += [f"Attainment in {BASIS_LABELS[basis]}", attainment_table(figures, basis), ""]
+    parts += ["Volume (conversations)", volume_table(figures), ""]
+    parts += [f"Agents, in {BASIS_LABELS[CHART_BASIS]}", agents_table(figures, bots=False), ""]
+    if any(a.is_bot for a in figures.agents):
+        parts += [f"Bots, in {BASIS_LABELS[CHART_BASIS]}", agents_table(figures, bots=True), ""]
+    parts += [
+        "clocks = met + breached + running + undetermined; (past target): running clocks already past "
+        "their target; attainment = met / (met + breached + running past target)",
+        policy_basis_line(figures),
+        UNDETERMINED_NOTE,
+        *reconciliation_lines(figures),
+    ]
+    return "\n".join(parts)
+
+
+def policy_basis_line(figures: Figures) -> str:
+    """Which basis each channel's SLA policy counts (the basis its official state is decided in)."""
+    groups = {
+        basis: [figures.names[s] for s in figures.channels if figures.policy_basis.get(s) == basis]
+        for basis in TIME_BASES
+    }
+    return "the SLA policy counts " + "; ".join(
+        f"{basis} time for {', '.join(names)}" for basis, names in groups.items() if names
+    )
+
+
+def render_report(
+    pipeline: Any, days: int = 7, schema: str = REPORTING_SCHEMA, names: Mapping[int, str] | None = None
+) -> str:
+    """Per-channel SLA attainment (business and calendar time apart), volume, agents and the
+    reconciliation with CommBox's figures, as aligned text.
 
     Args:
         pipeline: the dlt pipeline whose destination holds the views.
-        days: how many local days, ending with the day of the build's as_of_at, to cover.
+        days: how many local days, ending with the last day a clock started on, to cover.
         schema: where the views live.
+        names: channel names by stream id; None reads `[sla.streams.<id>] name`.
 
     Returns:
-        The report (a title line and a table); a single line when there is no data.
+        The report; a single line when there is no data.
     """
-    if days < 1:
-        raise ValueError("days must be at least 1")
-    with pipeline.sql_client() as client:
-        backlog_days = rows(
-            client,
-            f"select stream_id, local_date, open_conversations, breached_conversations, snapshot_at "
-            f"from {schema}.fct_backlog_daily",
-        )
-        if not backlog_days:
-            return "No conversations in the warehouse yet."
-        last_day: dict[Any, dict[str, Any]] = {}
-        for row in backlog_days:
-            if (
-                row["stream_id"] not in last_day
-                or row["local_date"] > last_day[row["stream_id"]]["local_date"]
-            ):
-                last_day[row["stream_id"]] = row
-        # The last day is the backlog's: the day of the build's as_of_at.
-        start, end = period(max(r["local_date"] for r in last_day.values()), days)
-        daily = rows(
-            client,
-            f"select stream_id, local_date, {', '.join(EVENT_COUNTS)} from {schema}.agg_channel_sla_daily",
-        )
-        first_responses = rows(
-            client,
-            f"select stream_id, started_local_date, calendar_seconds from {schema}.fct_sla_events "
-            f"where {FIRST_RESPONSE_CLOCKS}",
-        )
-        reconciliation = read_reconciliation(client, schema)
-
-    def in_period(day: date) -> bool:
-        return start <= as_date(day) <= end
-
-    totals: dict[Any, dict[str, Any]] = {}
-    for row in daily:
-        if row["local_date"] is None or not in_period(row["local_date"]):
-            continue
-        t = totals.setdefault(row["stream_id"], dict.fromkeys(EVENT_COUNTS, 0))
-        for key in t:
-            t[key] += int(row[key] or 0)
-    medians: dict[Any, list[float]] = {}
-    for row in first_responses:
-        if row["started_local_date"] is not None and in_period(row["started_local_date"]):
-            medians.setdefault(row["stream_id"], []).append(float(row["calendar_seconds"]))
-
-    table_rows = []
-    for stream_id in sorted(set(totals) | set(last_day), key=lambda s: (s is None, s)):
-        t = totals.get(stream_id, dict.fromkeys(EVENT_COUNTS, 0))
-        values = {
-            **t,
-            "stream_id": stream_id,
-            "compliance": compliance(t["met_events"], t["breached_events"]),
-            "median_first_response": median(medians.get(stream_id, ())),
-            "open_conversations": int(last_day.get(stream_id, {}).get("open_conversations") or 0),
-            "breached_conversations": int(last_day.get(stream_id, {}).get("breached_conversations") or 0),
-        }
-        cells = []
-        for _, key, fmt in COLUMNS:
-            value = values[key]
-            if key == "median_first_response":
-                cells.append(clock_duration(value))
-            elif value is None:
-                cells.append("-")
-            else:
-                cells.append(fmt.format(value))
-        table_rows.append(cells)
-    title = f"SLA by channel, {start.isoformat()} to {end.isoformat()} ({days} day{'s' if days != 1 else ''})"
-    notes = [
-        "",
-        UNDETERMINED_NOTE,
-        *(reconciliation.lines() if reconciliation else [RECONCILIATION_NOT_BUILT]),
-    ]
-    return title + "\n\n" + format_table([c[0] for c in COLUMNS], table_rows) + "\n" + "\n".join(notes)
+    figures = collect_figures(pipeline, days=days, schema=schema, names=names)
+    if not figures.channels:
+        return "No conversations in the warehouse yet."
+    return render_figures(figures)
