@@ -39,7 +39,7 @@ simulate: $(STAMP) ## Serve the CommBox API simulator on 127.0.0.1:8765
 	$(BIN)/commbox-etl simulate --port 8765
 
 clean: ## Remove the virtualenv, local warehouses and dlt working folders
-	rm -rf $(VENV) .airflow-venv commbox.duckdb .dlt/pipelines reports
+	rm -rf $(VENV) .airflow-venv .dbt-venv commbox.duckdb .dlt/pipelines reports
 
 bench: $(STAMP) ## Benchmark pipeline vs the API's limit vs dlt rest_api (~25 min) -> bench/results.md
 	$(BIN)/pip install --quiet py-spy==0.4.3 pyinstrument==5.1.3
