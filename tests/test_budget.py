@@ -13,9 +13,11 @@ import time
 from types import SimpleNamespace
 
 import pytest
+from requests.structures import CaseInsensitiveDict
 
+from bench import pace_model
 from pipelines.commbox import client as client_module
-from pipelines.commbox.client import ADJUST_EVERY_SECONDS, CRUISE_FACTOR, PROBE_AFTER_SECONDS, RequestBudget
+from pipelines.commbox.client import RequestBudget
 
 
 class FakeClock:
@@ -165,30 +167,98 @@ def test_a_pause_keeps_a_configured_rate(clock):
     assert min(gaps(starts(budget, clock, 10))) == pytest.approx(0.1)
 
 
-def test_an_unconfigured_budget_learns_the_rate_from_its_first_429_then_holds_under_the_next(clock):
+def test_an_unconfigured_budget_sends_unpaced_until_the_server_throttles(clock):
     budget = RequestBudget(concurrency=4, rate=0)
-    # the server answers ten a second until it throttles
-    for _ in range(31):
-        with budget:
-            budget.record_success()
-        clock.sleep(0.1)
-    budget.pause(1.0)
-    until = clock.monotonic() + 1.0
+    moments = starts(budget, clock, 50)
+    assert moments == [moments[0]] * 50  # an account without a limit is never slowed
+    assert budget.pace == 0
 
-    learnt = starts(budget, clock, 10)
-    assert learnt[0] >= until
-    assert gaps(learnt) == pytest.approx([0.1] * 9)
 
-    # while no ceiling is known the pace climbs every ADJUST_EVERY_SECONDS
-    climbing = starts(budget, clock, 40)
-    assert gaps(climbing)[-1] < 0.1 / 1.15
+def test_429s_of_requests_already_in_flight_are_one_overshoot(clock):
+    budget = RequestBudget(concurrency=16, rate=0)
+    sent = clock.monotonic()
+    for _ in range(10):
+        budget.record_answer(sent)
+    clock.sleep(0.02)
+    for _ in range(6):  # the rest of the first wave, sent before the budget reacted
+        budget.pause(1.0, sent)
+    assert budget.events == 1
+    learnt = budget.pace
+    assert learnt == pytest.approx(10.0)  # the burst (10 answers) per Retry-After second
+    budget.pause(1.0, sent)
+    assert (budget.events, budget.pace) == (1, learnt)
 
-    # the next 429 marks the server's rate: hold just under it, no probing for a while
-    ceiling = 1 / gaps(climbing)[-1]
-    budget.pause(1.0)
-    held = starts(
-        budget, clock, int((PROBE_AFTER_SECONDS - 2 * ADJUST_EVERY_SECONDS) * ceiling * CRUISE_FACTOR)
+
+@pytest.mark.parametrize("rate", [10, 50, 200])
+def test_the_learnt_pace_reaches_the_server_rate_with_few_429s(rate):
+    # A token bucket as the simulator keeps it, 16 in flight, 20 ms answers, two minutes of
+    # simulated time (the real budget on a simulated clock: nothing here waits or times).
+    out = pace_model.run(rate, seconds=120)
+    assert out.share_of_rate >= 0.93
+    assert out.throttled_share <= 0.02
+
+
+@pytest.mark.parametrize("rate", [10, 50, 200])
+def test_5xx_on_top_do_not_slow_the_pace(rate):
+    # 5% of the answers are 5xx: they took a token each, so at most 95% of the rate can be 2xx.
+    out = pace_model.run(rate, seconds=120, fault_5xx=0.05)
+    assert out.failed_5xx > 0
+    assert out.share_of_rate >= 0.88
+    assert out.throttled_share <= 0.02
+
+
+@pytest.mark.parametrize(("rate", "burst"), [(2, 10), (10, 1), (10, 40), (50, 5), (200, 100), (700, 10)])
+def test_the_floor_never_exceeds_the_server_rate(rate, burst, monkeypatch):
+    seen = []
+    overshoot = RequestBudget._overshoot
+
+    def watch(self, *args):
+        events = self.events
+        overshoot(self, *args)
+        if self._mode == "cruise" and self.events > events:
+            seen.append(self._floor)
+
+    monkeypatch.setattr(RequestBudget, "_overshoot", watch)
+    pace_model.run(rate, seconds=90, burst=burst)
+    assert seen
+    # the ramp's estimate may sit a little above; every later floor is a bound
+    assert max(seen[1:] or seen) <= rate * 1.0001
+    assert seen[0] <= rate * 1.05
+
+
+def test_a_stated_rate_limit_policy_sets_the_pace_without_a_429(clock):
+    budget = RequestBudget(concurrency=4, rate=0)
+    budget.observe_headers(CaseInsensitiveDict({"RateLimit-Policy": "20;w=1", "RateLimit-Remaining": "9"}))
+    assert budget.pace == pytest.approx(20)
+    assert min(gaps(starts(budget, clock, 21))) == pytest.approx(1 / 20)
+    budget.observe_headers(CaseInsensitiveDict({"RateLimit-Policy": '"hour";q=3600;w=3600'}))
+    assert budget.pace == pytest.approx(1)
+    assert budget.events == 0
+
+
+def test_an_exhausted_quota_pauses_everyone_until_its_reset_without_spending_a_429(clock):
+    budget = RequestBudget(concurrency=4, rate=0)
+    sent = clock.monotonic()
+    for _ in range(5):
+        budget.record_answer(sent)
+    budget.observe_headers(
+        CaseInsensitiveDict(
+            {"X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "3"}
+        ),
+        sent,
     )
-    assert gaps(held) == pytest.approx([1 / (ceiling * CRUISE_FACTOR)] * (len(held) - 1))
-    probing = starts(budget, clock, int(10 * ceiling))
-    assert gaps(probing)[-1] < gaps(held)[-1]
+    assert budget.events == 1
+    assert starts(budget, clock, 1)[0] >= sent + 3
+
+
+def test_headers_from_a_configured_budget_change_nothing(clock):
+    budget = RequestBudget(concurrency=4, rate=5)
+    budget.observe_headers(CaseInsensitiveDict({"RateLimit-Policy": "20;w=1", "RateLimit-Remaining": "0"}))
+    assert budget.pace == 5
+    assert min(gaps(starts(budget, clock, 6))) == pytest.approx(1 / 5)
+
+
+def test_headers_give_the_model_server_rate_from_the_first_answers():
+    out = pace_model.run(50, seconds=60, headers=True)
+    assert out.share_of_rate >= 0.97
+    assert out.throttled <= 6  # only the first wave, sent before any answer came back

@@ -10,8 +10,10 @@ a pause that a 429 imposes on all workers at once).
 
 from __future__ import annotations
 
+import bisect
 import email.utils
 import logging
+import math
 import re
 import threading
 import time
@@ -40,11 +42,20 @@ from .settings import (
 
 logger = logging.getLogger("commbox.client")
 
-# Pacing learnt from 429s when no ceiling is configured (see RequestBudget).
-LEARN_WINDOW_SECONDS = 3.0
-CRUISE_FACTOR = 0.95
-ADJUST_EVERY_SECONDS = 1.0
-PROBE_AFTER_SECONDS = 30.0
+# Pacing learnt from what the server says when no ceiling is configured (see RequestBudget).
+ANSWER_LOG = 65536  # answers remembered for the windows of the lower bound
+MIN_WINDOW_SECONDS = 0.5
+BACKOFF_FACTOR = 0.5  # at an overshoot that bounds nothing from below, half the pace
+CONFIRM_TOLERANCE = 0.03
+RAMP_PER_SECOND = 4.0  # until the first bracket closes
+PAYBACK = 2.0  # rest until the expected gain is this many times the pause it risks
+CREEP_SECONDS = (
+    8.0  # time constant of the approach to the ceiling  # a floor within this of the last one confirms it
+)
+QUIET_SECONDS = 2.0  # rest at least this long before creeping up; doubles when confirmed
+MAX_QUIET_SECONDS = 600.0
+PROBE_PER_SECOND = 0.005
+MAX_QUOTA_WAIT_SECONDS = 60.0
 # Throttling can last a while; errors should not. 429s get this many times more attempts.
 THROTTLE_ATTEMPTS_FACTOR = 5
 USER_AGENT = "commbox-etl/0.1 (+dlt)"
@@ -105,58 +116,192 @@ class RequestBudget:
     """One budget for every worker: at most `concurrency` requests in flight, at most `rate` starts a
     second, and a pause that any 429 imposes on all of them.
 
-    With no configured ceiling (`rate` 0) the budget learns one: the first 429 sets the pace to the
-    rate of answers the server let through, which then climbs until the next 429 marks the server's
-    rate; from then on it holds just under that rate and probes above it only after a quiet spell. Without this, every 429 would stop
-    all workers for its `Retry-After` and the run would crawl at a fraction of the allowed rate.
+    With no configured ceiling (`rate` 0) the budget finds the server's rate itself (see
+    `docs/how-a-run-reads.md`, "How the pace is found"). It sends unpaced until the first 429, so an
+    account without a limit is never slowed; the answers let through before that 429 are the
+    server's burst. From then on the server's rate is bracketed: it is at least what was answered in
+    any recent window less that burst (a bucket cannot hand out more than its burst plus its rate
+    times the window), and at most the pace that was throttled. After the first 429 the pace starts
+    at the burst per `Retry-After` and doubles every second until a 429 closes the bracket; then it
+    cruises at the lower bound and creeps above it only after a quiet spell, which doubles each time
+    a 429 confirms the same rate. 429s for requests sent before the budget reacted are the same
+    overshoot and teach nothing new. Rate-limit headers, where the server sends them, say the rate
+    outright (`RateLimit-Policy`) or that the quota is spent (`RateLimit-Remaining: 0`), which is
+    learnt from like a 429 without spending one.
     """
 
     def __init__(self, concurrency: int, rate: float) -> None:
         self._slots = threading.BoundedSemaphore(max(1, concurrency))
         self._lock = threading.Lock()
-        self._interval = 1.0 / rate if rate > 0 else 0.0
+        self._local = threading.local()
+        self._pace = rate if rate > 0 else 0.0  # starts a second; 0: unpaced
         self._next_start = 0.0
         self._paused_until = 0.0
         self._adaptive = rate <= 0
-        self._successes: deque[float] = deque(maxlen=8192)
-        self._ceiling = 0.0
-        self._next_adjust = 0.0
+        self._mode = "free"  # free (no 429 yet), ramp (bracketing the rate), cruise, told (by headers)
+        # When each answer the server let through (2xx, 4xx, 5xx: every one took a token) was sent.
+        self._answers: deque[float] = deque(maxlen=ANSWER_LOG)
+        self._burst = 0.0  # the server's burst as the first 429 showed it (an upper bound)
+        self._reacted_at = float("-inf")
+        self._floor = 0.0  # the server's rate is at least this
+        self._ceiling = 0.0  # and at most this (the pace of the last overshoot)
+        self._told = 0.0  # the rate the server's RateLimit-Policy states
+        self._told_factor = 1.0
+        self._last_sent_overshoot = (float("-inf"), 0.0)
+        self._quiet = QUIET_SECONDS
+        self._confirmed = 0
         self._probe_after = 0.0
+        self._last_adjust = 0.0
+        self.events = 0  # overshoots reacted to (429s or an exhausted quota), for the run's log
 
-    def record_success(self) -> None:
+    @property
+    def pace(self) -> float:
+        """Starts a second the budget allows now (0: unpaced)."""
+        return self._pace
+
+    def record_answer(self, sent_at: float | None = None) -> None:
+        """The server answered a request sent at `sent_at` (default: this thread's last start)
+        without throttling it: it took one of the server's tokens."""
         if self._adaptive:
+            sent = self._sent_at(sent_at)
             with self._lock:
-                self._successes.append(time.monotonic())
+                self._answers.append(sent)
 
-    def pause(self, seconds: float) -> None:
-        """A 429: everyone waits `seconds`, and an unconfigured budget slows to what the server allows."""
+    record_success = record_answer
+
+    def _sent_at(self, sent_at: float | None) -> float:
+        if sent_at is not None:
+            return sent_at
+        return getattr(self._local, "sent_at", None) or time.monotonic()
+
+    def pause(self, seconds: float, sent_at: float | None = None) -> None:
+        """A 429 for a request sent at `sent_at` (default: this thread's last start): everyone waits
+        `seconds`, and an unconfigured budget learns from it (once per overshoot)."""
+        sent = self._sent_at(sent_at)
         with self._lock:
             now = time.monotonic()
             self._paused_until = max(self._paused_until, now + seconds)
-            if not self._adaptive:
-                return
-            if self._interval:
-                # Throttled while pacing: that pace is more than the server allows.
-                self._ceiling = 1.0 / self._interval
-                rate = self._ceiling * CRUISE_FACTOR
-            else:
-                # The first 429 of an unpaced run: start from the answers the server let through.
-                recent = [t for t in self._successes if t > now - LEARN_WINDOW_SECONDS]
-                rate = max(1.0, len(recent) / max(now - recent[0], 0.5)) if recent else 1.0
-            self._interval = 1.0 / rate
-            self._next_adjust = now + seconds + ADJUST_EVERY_SECONDS
-            self._probe_after = now + seconds + PROBE_AFTER_SECONDS
+            if self._adaptive:
+                self._overshoot(now, sent, seconds)
+
+    def observe_headers(self, headers: Any, sent_at: float | None = None) -> None:
+        """Learn from rate-limit headers (`RateLimit-*`, `X-RateLimit-*`) of an answer, where sent."""
+        if not self._adaptive or not headers:
+            return
+        told = _policy_rate(headers)
+        remaining = _header_number(headers, "ratelimit-remaining", "x-ratelimit-remaining")
+        with self._lock:
+            if told:
+                if told != self._told:
+                    logger.info("the server states its rate: %.4g requests/s", told)
+                    self._told = told
+                self._mode = "told"
+                self._pace = self._floor = told * self._told_factor
+            elif remaining is not None and remaining < 1:
+                # The quota is spent: the next request would be throttled. Learn as from a 429,
+                # and wait for the reset (or one token at the floor) instead of spending one.
+                reset = _reset_seconds(headers)
+                now = time.monotonic()
+                wait = reset if reset is not None else (1.0 / self._floor if self._floor else 1.0)
+                wait = min(wait, MAX_QUOTA_WAIT_SECONDS)
+                self._paused_until = max(self._paused_until, now + wait)
+                self._overshoot(now, self._sent_at(sent_at), wait)
+
+    def _overshoot(self, now: float, sent: float, wait: float) -> None:
+        """The server refused (or is about to refuse) a request sent at `sent`: bracket its rate and
+        pick the next pace (lock held)."""
+        if sent < self._reacted_at:
+            return  # sent before the last reaction took effect: the same overshoot
+        self._reacted_at = now
+        self.events += 1
+        if self._mode == "told":
+            # Headers stated the rate and we still overshot (clock drift, jitter): shave a little.
+            self._told_factor *= 0.99
+            self._pace = self._floor = self._told * self._told_factor
+            return
+        if self._mode == "free":
+            # Everything answered before the first 429 came out of the burst (and a little of the
+            # rate): an upper bound of the burst, which the windows below subtract.
+            self._burst = float(max(1, sum(1 for t in self._answers if t <= sent)))
+            self._pace = max(1.0 / max(wait, 1e-3), self._burst / max(wait, 1.0))
+            self._mode = "ramp"
+            self._last_sent_overshoot = (sent, wait)
+            self._next_start = 0.0
+            self._last_adjust = now + wait
+            logger.info("throttled: finding the server's rate (burst ≤ %d)", self._burst)
+            return
+        floor = max(self._lower_bound(sent), self._since_last_overshoot(sent))
+        if self._mode == "ramp":
+            # The pace when the throttled request went out; the ramp drained the burst from the
+            # moment it passed the server's rate, which places that rate (an estimate, not a bound:
+            # the next overshoot corrects it).
+            self._pace /= RAMP_PER_SECOND ** max(0.0, now - sent)
+            floor = max(floor, _ramp_crossing(self._pace, self._burst))
+        confirmed = self._floor > 0 and abs(floor - self._floor) <= CONFIRM_TOLERANCE * self._floor
+        # The pace that overshot is an upper bound; the floor a lower one. Cruise at the floor,
+        # and creep back towards the ceiling, at once while the bracket is wide, after a quiet
+        # spell (doubling each time an overshoot confirms the floor) once it is narrow.
+        self._ceiling = self._pace
+        self._floor = min(floor, self._ceiling) if floor > 0 else self._ceiling * BACKOFF_FACTOR
+        self._pace = self._floor
+        self._confirmed = self._confirmed + 1 if confirmed else 0
+        # Creeping up costs the next overshoot's pause, less the burst the server hands back after
+        # it; it gains about half the bracket for as long as it lasts. Rest until that pays, and
+        # longer each time an overshoot only confirmed the floor.
+        cost = max(0.0, wait - self._burst / self._floor)
+        gain = max(self._ceiling / self._floor - 1.0, 1e-3) / 2
+        self._quiet = min(max(QUIET_SECONDS * 2.0**self._confirmed, PAYBACK * cost / gain), MAX_QUIET_SECONDS)
+        self._mode = "cruise"
+        self._last_sent_overshoot = (sent, wait)
+        self._probe_after = now + wait + self._quiet
+        self._last_adjust = now + wait
+        logger.info(
+            "throttled: pacing at %.4g requests/s (the server allows %.4g to %.4g)",
+            self._pace,
+            self._floor,
+            self._ceiling,
+        )
+
+    def _since_last_overshoot(self, sent: float) -> float:
+        """A lower bound from the span since the last overshoot, when the server's bucket was empty:
+        it handed out its rate times the span, less what overflowed while it sat full, at most
+        the pause less the burst (lock held)."""
+        previous, paused = self._last_sent_overshoot
+        span = sent - previous
+        if span <= paused:
+            return 0.0
+        count = sum(1 for t in self._answers if previous < t <= sent)
+        # "Empty" is less than one token: that one may have been handed out too.
+        return max((count - 1) / span, (count - 1 - self._burst) / (span - paused))
+
+    def _lower_bound(self, sent: float) -> float:
+        """The most the server can be said to allow for sure: over any window ending at `sent`, its
+        bucket handed out at most its burst plus its rate times the window (lock held)."""
+        answers = [t for t in self._answers if t <= sent]
+        best = 0.0
+        window = MIN_WINDOW_SECONDS
+        oldest = answers[0] if answers else sent
+        while True:
+            since = sent - window
+            count = len(answers) - bisect.bisect_left(answers, since)
+            best = max(best, (count - self._burst) / window)
+            if since <= oldest:
+                return best
+            window *= 2
 
     def _adapt(self, now: float) -> None:
-        """Climb quickly while the server's rate is unknown, then hold just under it and probe above
-        it only after a quiet spell (lock held)."""
-        if not self._adaptive or not self._interval or now < self._next_adjust:
+        """Ramp (double every second) while the rate is bracketed from below, creep above the floor
+        after a quiet spell (lock held)."""
+        if self._mode not in ("ramp", "cruise") or now <= self._last_adjust:
             return
-        if not self._ceiling:
-            self._interval /= 1.15
+        elapsed = now - self._last_adjust
+        if self._mode == "ramp":
+            self._pace *= RAMP_PER_SECOND**elapsed
         elif now >= self._probe_after:
-            self._interval /= 1.02
-        self._next_adjust = now + ADJUST_EVERY_SECONDS
+            # Towards the ceiling, then (the server may allow more by now) slowly past it.
+            gap = max(0.0, self._ceiling - self._pace) * min(1.0, elapsed / CREEP_SECONDS)
+            self._pace += max(gap, self._pace * PROBE_PER_SECOND * elapsed)
+        self._last_adjust = now
 
     def __enter__(self) -> RequestBudget:
         # The slot first, the pause check last: a worker that passed the check and then queued for
@@ -169,16 +314,74 @@ class RequestBudget:
                     self._adapt(now)
                     start = max(now, self._next_start, self._paused_until)
                     if start <= now:
-                        self._next_start = now + self._interval
+                        # Pacing from the later of the due start and now keeps a late start from
+                        # granting a burst; a start due within a millisecond goes now.
+                        self._next_start = max(now, self._next_start) + (
+                            1.0 / self._pace if self._pace else 0.0
+                        )
                         break
                 time.sleep(min(start - now, 0.5))
         except BaseException:
             self._slots.release()
             raise
+        self._local.sent_at = now
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._slots.release()
+
+
+def _ramp_crossing(pace: float, burst: float) -> float:
+    """The rate a ramp multiplying by `RAMP_PER_SECOND` every second had passed when a bucket of
+    `burst` tokens ran dry at `pace`: with x = pace / rate, burst = rate (x - 1 - ln x) / ln g."""
+    target = burst * math.log(RAMP_PER_SECOND) / pace
+    low, high = 1.0, RAMP_PER_SECOND * 4
+    for _ in range(40):
+        middle = (low + high) / 2
+        if (middle - 1 - math.log(middle)) / middle < target:
+            low = middle
+        else:
+            high = middle
+    return pace / high
+
+
+def _header(headers: Any, *names: str) -> str | None:
+    for name in names:
+        value = headers.get(name)
+        if value is not None:
+            return str(value)
+    return None
+
+
+def _header_number(headers: Any, *names: str) -> float | None:
+    value = _header(headers, *names)
+    if value is None:
+        return None
+    match = re.match(r"\s*(\d+(?:\.\d+)?)", value)
+    return float(match.group(1)) if match else None
+
+
+def _policy_rate(headers: Any) -> float | None:
+    """Requests a second a `RateLimit-Policy` states: `10;w=1` (draft 7) or `"p";q=10;w=1` (later)."""
+    policy = _header(headers, "ratelimit-policy", "x-ratelimit-policy")
+    if not policy:
+        return None
+    first = policy.split(",")[0]
+    quota = re.search(r"(?:^|;)\s*q=(\d+(?:\.\d+)?)", first) or re.match(r"\s*(\d+(?:\.\d+)?)", first)
+    window = re.search(r"w=(\d+(?:\.\d+)?)", first)
+    if not quota or not window or float(window.group(1)) <= 0:
+        return None
+    return float(quota.group(1)) / float(window.group(1))
+
+
+def _reset_seconds(headers: Any) -> float | None:
+    """Seconds until the quota resets: a delay, or (above a year of seconds) a Unix time."""
+    reset = _header_number(headers, "ratelimit-reset", "x-ratelimit-reset")
+    if reset is None:
+        return None
+    if reset > 365 * 86400:
+        return max(0.0, reset - time.time())
+    return reset
 
 
 class CommBoxClient:
@@ -267,9 +470,7 @@ class CommBoxClient:
         while True:
             attempt += 1
             try:
-                envelope = self._get_once(path, params, where)
-                self.budget.record_success()
-                return envelope
+                return self._get_once(path, params, where)
             except _Retryable as retry:
                 if retry.throttled:
                     throttled += 1
@@ -312,6 +513,11 @@ class CommBoxClient:
                 raise _Retryable("timeout") from None
             except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as error:
                 raise _Retryable(f"connection error ({type(error).__name__})") from None
+            # Whatever the server answered (but a 429) took one of its tokens: the budget counts it
+            # to bracket the server's rate, and reads its rate-limit headers where it sends them.
+            if response.status_code != 429:
+                self.budget.record_answer()
+            self.budget.observe_headers(response.headers)
         self._count("bytes", len(body))
         return self._envelope(response, body, where)
 
