@@ -396,6 +396,14 @@ class Figures:
             for seconds in values
         )
 
+    def first_response_heat(self) -> dict[tuple[int, int], tuple[float, int]]:
+        """(weekday 0 = Monday, local hour) -> (median first response in `CHART_BASIS`, responses),
+        every channel together, by the local date and hour the clock started."""
+        cells: dict[tuple[int, int], list[float]] = {}
+        for _, day, hour, seconds, _ in self.first_responses:
+            cells.setdefault((day.weekday(), hour), []).append(seconds)
+        return {key: (statistics.median(values), len(values)) for key, values in cells.items()}
+
     def target_label(self, metric: str, stream_id: int | None = None) -> str:
         """`1 h`, or `1 h–2 h` when the channels' (or a policy change's) targets differ."""
         bounds = [v for (m, s), v in self.targets.items() if m == metric and stream_id in (None, s)]

@@ -1,22 +1,24 @@
-"""`commbox-etl report --html PATH`: the SLA numbers as one self-contained HTML page with charts.
+"""`commbox-etl report --html PATH`: the SLA report as one self-contained HTML page with charts.
 
-The page needs no network to be viewed: no scripts, fonts or styles from elsewhere. Every chart is
-inline SVG drawn here, from the marts in `commbox_reporting`:
+The page needs no network to be viewed: no scripts, fonts or styles from elsewhere; every chart is
+inline SVG drawn here. Every figure comes from `report_data.collect_figures` (the terminal report
+reads the same `Figures`, so the two never disagree):
 
-- SLA compliance per channel per day (`agg_channel_sla_daily`), a line per channel;
-- breaches by agent (`agg_agent_daily`, names from `stg_commbox__managers`), horizontal bars;
-- the distribution of first response times (`fct_sla_events`, first-response clocks stopped by a
-  reply), stacked by channel;
-- the backlog by age (`fct_conversations` open at the build's as-of, `int_build_params`), stacked by
-  channel.
+- attainment tables per channel and metric, one in business time and one in calendar time (never
+  mixed), with met + breached + running + undetermined = clocks and running past target apart;
+- per metric, attainment per channel per day (business time) with the goal drawn, and per week
+  (tables, each basis apart);
+- volume per channel per day: new and resolved conversations (columns) and the backlog (line);
+- an hour-of-day x weekday heat map of the median first response in business time;
+- the distribution of first responses (business time) with each channel's target marked;
+- agents by breach rate with their volume, bots apart;
+- the reconciliation panel: CommBox's SLA breach and critical counts and firstResponseTime against
+  ours, every disagreement listed;
+- a short "how this is measured" note (`report_data.HOW_MEASURED`).
 
-Above the charts, a summary per channel (met, breached, undetermined: clocks that depend on a message
-whose sender is unknown, counted apart) and the reconciliation with CommBox's own firstResponseTime /
-lastResponseTime (`report_data.read_reconciliation`, the same lines as `commbox-etl status`).
-
-The period is the last `days` local dates that have SLA events. Figures are `<figure class="chart"
-data-chart="...">`; marks carry `class="series"` or `class="bar"` and a `<title>` with the exact
-numbers (shown on hover).
+Charts are `<figure class="chart" data-chart="...">`; their marks carry `class="series"`,
+`class="point"`, `class="bar"`, `class="cell"` or `class="target"` and a `<title>` with the exact
+numbers (shown on hover). Figures read by tests carry `data-*` attributes with the raw numbers.
 """
 
 from __future__ import annotations
@@ -24,23 +26,22 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .report_data import (
-    FIRST_RESPONSE_CLOCKS,
+    BASIS_LABELS,
+    CHART_BASIS,
+    HOW_MEASURED,
+    METRIC_LABELS,
+    METRICS,
     RECONCILIATION_NOT_BUILT,
-    REPORTING_SCHEMA,
+    TIME_BASES,
     UNDETERMINED_NOTE,
-    Reconciliation,
-    as_date,
-    as_utc,
-    compliance,
-    median,
-    period,
-    read_reconciliation,
+    ClockCounts,
+    Figures,
+    collect_figures,
     short_duration,
 )
 
@@ -48,7 +49,14 @@ from .report_data import (
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#000000")
 BREACHED_COLOUR = "#D55E00"
 MET_COLOUR = "#009E73"
+NEW_COLOUR = "#0072B2"
+RESOLVED_COLOUR = "#009E73"
+BACKLOG_COLOUR = "#D55E00"
+# The dashed line on the attainment charts: a common contact-centre goal, not a CommBox setting.
+ATTAINMENT_GOAL = 0.9
 MAX_AGENTS = 15
+MAX_DISAGREEMENTS = 50
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 # Upper bounds in seconds, last open-ended.
 RESPONSE_BUCKETS = (
     ("<1m", 60),
@@ -62,116 +70,16 @@ RESPONSE_BUCKETS = (
     ("8–24h", 86400),
     (">24h", math.inf),
 )
-AGE_BUCKETS = (
-    ("< 1 h", 3600),
-    ("1–4 h", 14400),
-    ("4–24 h", 86400),
-    ("1–3 days", 3 * 86400),
-    ("3–7 days", 7 * 86400),
-    ("> 7 days", math.inf),
-)
+# A sequential scale light -> dark (cividis-like; readable without telling hues apart).
+HEAT_SCALE = ("#FFEA46", "#CBBA69", "#958F78", "#666970", "#31446B", "#00224E")
 
 
-@dataclass
-class ReportData:
-    """Everything the page shows, already aggregated; `collect` reads it from the warehouse."""
-
-    start: date
-    end: date
-    as_of: datetime | None
-    channels: list[int]
-    # (stream_id, local_date) -> (met, breached)
-    daily: dict[tuple[int, date], tuple[int, int]] = field(default_factory=dict)
-    # manager label -> (met, breached)
-    agents: dict[str, tuple[int, int]] = field(default_factory=dict)
-    # stream_id -> first response seconds of clocks stopped by a reply
-    first_responses: dict[int, list[float]] = field(default_factory=dict)
-    # stream_id -> age in seconds of each open conversation at as_of
-    backlog_ages: dict[int, list[float]] = field(default_factory=dict)
-    # stream_id -> clocks in the period that depend on an unknown-side message (neither met nor breached)
-    undetermined: dict[int, int] = field(default_factory=dict)
-    # first/last agent replies vs CommBox's figures; None = the reconciliation view is missing
-    reconciliation: Reconciliation | None = None
-
-
-def channel_name(stream_id: int) -> str:
-    return f"Stream {stream_id}"
-
-
-def _bucket(value: float, buckets: Sequence[tuple[str, float]]) -> int:
+def bucket_of(value: float, buckets: Sequence[tuple[str, float]] = RESPONSE_BUCKETS) -> int:
+    """The index of the first bucket whose upper bound is above `value`."""
     for index, (_, upper) in enumerate(buckets):
         if value < upper:
             return index
     return len(buckets) - 1
-
-
-def collect(pipeline: Any, days: int = 7, schema: str = REPORTING_SCHEMA) -> ReportData:
-    """Read the report's numbers from the SLA views of the pipeline's destination.
-
-    Args:
-        pipeline: a dlt pipeline whose destination holds the views (`runner.make_pipeline`).
-        days: how many local dates, ending with the last date that has SLA events.
-        schema: the schema the views live in.
-    """
-    with pipeline.sql_client() as client:
-
-        def rows(sql: str, *args: Any) -> list[tuple[Any, ...]]:
-            return [tuple(row) for row in client.execute_sql(sql, *args) or []]
-
-        last = rows(f"select max(local_date) from {schema}.agg_channel_sla_daily")[0][0]
-        as_of = as_utc(rows(f"select max(as_of_at) from {schema}.int_build_params")[0][0])
-        # The last day is the last with SLA events (the build's as-of day when there are none).
-        start, end = period(as_date(last) if last is not None else (as_of or datetime.now(UTC)).date(), days)
-        data = ReportData(start=start, end=end, as_of=as_of, channels=[])
-        for stream_id, local_date, met, breached, undetermined in rows(
-            f"select stream_id, local_date, met_events, breached_events, undetermined_events "
-            f"from {schema}.agg_channel_sla_daily where local_date >= %s and local_date <= %s",
-            start,
-            end,
-        ):
-            data.daily[(int(stream_id), as_date(local_date))] = (int(met or 0), int(breached or 0))
-            if undetermined:
-                data.undetermined[int(stream_id)] = data.undetermined.get(int(stream_id), 0) + int(
-                    undetermined
-                )
-        names = {
-            int(manager_id): " ".join(part for part in (first, last_name) if part) or f"Agent {manager_id}"
-            for manager_id, first, last_name in rows(
-                f"select manager_id, first_name, last_name from {schema}.stg_commbox__managers"
-            )
-            if manager_id is not None
-        }
-        for manager_id, met, breached in rows(
-            f"select manager_id, sum(met_events), sum(breached_events) from {schema}.agg_agent_daily "
-            "where local_date >= %s and local_date <= %s group by manager_id",
-            start,
-            end,
-        ):
-            label = names.get(int(manager_id), f"Agent {manager_id}")
-            if label in data.agents:  # two agents with one name stay apart
-                label = f"{label} ({manager_id})"
-            data.agents[label] = (int(met or 0), int(breached or 0))
-        for stream_id, seconds in rows(
-            f"select stream_id, calendar_seconds from {schema}.fct_sla_events "
-            f"where {FIRST_RESPONSE_CLOCKS} and started_local_date >= %s and started_local_date <= %s",
-            start,
-            end,
-        ):
-            if seconds is not None:
-                data.first_responses.setdefault(int(stream_id), []).append(float(seconds))
-        if as_of is not None:
-            for stream_id, created_at in rows(
-                f"select stream_id, created_at from {schema}.fct_conversations where is_open"
-            ):
-                created = as_utc(created_at)
-                if created is not None:
-                    age = max(0.0, (as_of - created).total_seconds())
-                    data.backlog_ages.setdefault(int(stream_id), []).append(age)
-        data.reconciliation = read_reconciliation(client, schema)
-    data.channels = sorted(
-        {key[0] for key in data.daily} | set(data.first_responses) | set(data.backlog_ages)
-    )
-    return data
 
 
 # ------------------------------------------------------------------------------------------ svg
@@ -252,6 +160,7 @@ def line_chart(
     x_labels: Sequence[str],
     series: Sequence[tuple[str, Sequence[float | None], Sequence[str]]],
     *,
+    goal: float | None = None,
     width: int = 620,
     height: int = 320,
 ) -> str:
@@ -259,6 +168,7 @@ def line_chart(
 
     Args:
         series: `(name, values in 0..1, hover text per point)`.
+        goal: a share drawn as a dashed `class="target"` line.
     """
     if not x_labels or not any(v is not None for _, values, _ in series for v in values):
         return _figure(chart, title, subtitle, _empty(width, height, title), empty=True)
@@ -267,6 +177,13 @@ def line_chart(
     colours = [PALETTE[i % len(PALETTE)] for i in range(len(series))]
     parts = [_legend([name for name, _, _ in series], colours, left, 16)]
     parts.append(_y_axis(left, top, plot_w, plot_h, 1.0, 0.25, lambda v: f"{v:.0%}"))
+    if goal is not None:
+        y = top + plot_h - plot_h * goal
+        parts.append(
+            f'<g class="target"><line x1="{left:.1f}" x2="{left + plot_w:.1f}" y1="{y:.1f}" y2="{y:.1f}" '
+            f'stroke="#333" stroke-width="1.5" stroke-dasharray="6 4"/><text x="{left + plot_w - 4:.1f}" '
+            f'y="{y - 5:.1f}" text-anchor="end" fill="#333" font-size="11">goal {goal:.0%}</text></g>'
+        )
     slot = plot_w / len(x_labels)
     every = max(1, math.ceil(len(x_labels) / 10))
     for i, label in enumerate(x_labels):
@@ -296,233 +213,536 @@ def line_chart(
     return _figure(chart, title, subtitle, _svg(width, height, title, "".join(parts)))
 
 
-def stacked_columns(
+def volume_chart(
     chart: str,
     title: str,
     subtitle: str,
-    categories: Sequence[str],
-    series: Sequence[tuple[str, Sequence[float]]],
+    x_labels: Sequence[str],
+    new: Sequence[int],
+    resolved: Sequence[int],
+    backlog: Sequence[int | None],
     *,
-    unit: str,
+    width: int = 620,
+    height: int = 300,
+) -> str:
+    """Per day, two columns (new, resolved) side by side and the backlog as a line with points."""
+    top_value = max([*new, *resolved, *(b or 0 for b in backlog), 0])
+    if not x_labels or top_value == 0:
+        return _figure(chart, title, subtitle, _empty(width, height, title), empty=True)
+    left, right, top, bottom = 52, 16, 34, 44
+    plot_w, plot_h = width - left - right, height - top - bottom
+    y_max, step = _nice_max(top_value)
+    parts = [
+        _legend(["new", "resolved", "backlog"], [NEW_COLOUR, RESOLVED_COLOUR, BACKLOG_COLOUR], left, 16),
+        _y_axis(left, top, plot_w, plot_h, y_max, step, lambda v: f"{v:g}"),
+    ]
+    slot = plot_w / len(x_labels)
+    bar_w = slot * 0.36
+    every = max(1, math.ceil(len(x_labels) / 10))
+    path, points = [], []
+    for i, label in enumerate(x_labels):
+        x0 = left + slot * i + slot * 0.14
+        for offset, (name, value, colour) in enumerate(
+            (("new", new[i], NEW_COLOUR), ("resolved", resolved[i], RESOLVED_COLOUR))
+        ):
+            if value > 0:
+                h = plot_h * value / y_max
+                parts.append(
+                    f'<rect class="bar" data-series="{name}" data-value="{value}" x="{x0 + offset * bar_w:.1f}" '
+                    f'y="{top + plot_h - h:.1f}" width="{bar_w:.1f}" height="{h:.1f}" fill="{colour}">'
+                    f"<title>{_e(label)}: {value} {name}</title></rect>"
+                )
+        if backlog[i] is not None:
+            x = left + slot * (i + 0.5)
+            y = top + plot_h - plot_h * (backlog[i] or 0) / y_max
+            path.append(f"{'M' if not path else 'L'}{x:.1f},{y:.1f}")
+            points.append(
+                f'<circle class="point" data-value="{backlog[i]}" cx="{x:.1f}" cy="{y:.1f}" r="3" '
+                f'fill="{BACKLOG_COLOUR}"><title>{_e(label)}: backlog {backlog[i]}</title></circle>'
+            )
+        if i % every == 0:
+            parts.append(
+                f'<text x="{left + slot * (i + 0.5):.1f}" y="{top + plot_h + 18:.1f}" text-anchor="middle" '
+                f'fill="#555">{_e(label)}</text>'
+            )
+    parts.append(
+        f'<g class="series" data-series="backlog"><path d="{" ".join(path)}" fill="none" '
+        f'stroke="{BACKLOG_COLOUR}" stroke-width="2"/>{"".join(points)}</g>'
+    )
+    return _figure(chart, title, subtitle, _svg(width, height, title, "".join(parts)))
+
+
+def distribution_chart(
+    chart: str,
+    title: str,
+    subtitle: str,
+    series: Sequence[tuple[str, Sequence[int]]],
+    targets: Sequence[tuple[str, float]],
+    *,
     width: int = 620,
     height: int = 320,
 ) -> str:
-    """A column per category, the series stacked in it (counts)."""
+    """Counts per response-time bucket stacked by series, each target a dashed `class="target"` line.
+
+    Args:
+        series: `(name, count per RESPONSE_BUCKETS bucket)`.
+        targets: `(label, seconds)`; the line sits inside the bucket holding it, in proportion.
+    """
+    categories = [label for label, _ in RESPONSE_BUCKETS]
     totals = [sum(values[i] for _, values in series) for i in range(len(categories))]
-    if not categories or not any(totals):
+    if not any(totals):
         return _figure(chart, title, subtitle, _empty(width, height, title), empty=True)
     left, right, top, bottom = 52, 16, 34, 44
     plot_w, plot_h = width - left - right, height - top - bottom
     y_max, step = _nice_max(max(totals))
     colours = [PALETTE[i % len(PALETTE)] for i in range(len(series))]
-    parts = [_legend([name for name, _ in series], colours, left, 16)]
-    parts.append(_y_axis(left, top, plot_w, plot_h, y_max, step, lambda v: f"{v:g}"))
+    parts = [
+        _legend([name for name, _ in series], colours, left, 16),
+        _y_axis(left, top, plot_w, plot_h, y_max, step, lambda v: f"{v:g}"),
+    ]
     slot = plot_w / len(categories)
     bar_w = slot * 0.72
     for i, category in enumerate(categories):
         x = left + slot * i + (slot - bar_w) / 2
         base = top + plot_h
         for (name, values), colour in zip(series, colours, strict=True):
-            value = values[i]
-            if value <= 0:
+            if values[i] <= 0:
                 continue
-            h = plot_h * value / y_max
+            h = plot_h * values[i] / y_max
             base -= h
             parts.append(
-                f'<rect class="bar" data-value="{value:g}" x="{x:.1f}" y="{base:.1f}" width="{bar_w:.1f}" '
-                f'height="{h:.1f}" fill="{colour}"><title>{_e(name)}, {_e(category)}: {value:g} {_e(unit)}'
-                "</title></rect>"
+                f'<rect class="bar" data-series="{_e(name)}" data-value="{values[i]}" x="{x:.1f}" '
+                f'y="{base:.1f}" width="{bar_w:.1f}" height="{h:.1f}" fill="{colour}"><title>{_e(name)}, '
+                f"{_e(category)}: {values[i]} first responses</title></rect>"
             )
         parts.append(
             f'<text x="{x + bar_w / 2:.1f}" y="{top + plot_h + 18:.1f}" text-anchor="middle" fill="#555">'
             f"{_e(category)}</text>"
         )
-        if totals[i]:
-            parts.append(
-                f'<text x="{x + bar_w / 2:.1f}" y="{base - 4:.1f}" text-anchor="middle" fill="#333" '
-                f'font-size="11">{totals[i]:g}</text>'
-            )
+    for n, (label, seconds) in enumerate(targets):
+        index = bucket_of(seconds)
+        lower = RESPONSE_BUCKETS[index - 1][1] if index else 0
+        upper = RESPONSE_BUCKETS[index][1]
+        within = 0.5 if math.isinf(upper) else (seconds - lower) / (upper - lower)
+        x = left + slot * (index + within)
+        parts.append(
+            f'<g class="target" data-seconds="{seconds:g}"><line x1="{x:.1f}" x2="{x:.1f}" y1="{top:.1f}" '
+            f'y2="{top + plot_h:.1f}" stroke="#333" stroke-width="1.5" stroke-dasharray="6 4"/>'
+            f'<text x="{x + 4:.1f}" y="{top + 12 + 13 * n:.1f}" fill="#333" font-size="11">{_e(label)}</text></g>'
+        )
     return _figure(chart, title, subtitle, _svg(width, height, title, "".join(parts)))
 
 
-def horizontal_bars(
+def heat_map(
     chart: str,
     title: str,
     subtitle: str,
-    rows: Sequence[tuple[str, Sequence[float]]],
-    segments: Sequence[tuple[str, str]],
+    cells: dict[tuple[int, int], tuple[float, int]],
+    scale_max: float,
     *,
     width: int = 620,
 ) -> str:
-    """A bar per row (label, segment values), segments `(name, colour)` stacked left to right."""
-    if not rows or not any(sum(values) for _, values in rows):
-        return _figure(chart, title, subtitle, _empty(width, 200, title), empty=True)
-    left, right, top, row_h = 170, 48, 34, 22
-    height = top + row_h * len(rows) + 30
-    plot_w = width - left - right
-    x_max, step = _nice_max(max(sum(values) for _, values in rows))
-    parts = [_legend([name for name, _ in segments], [colour for _, colour in segments], left, 16)]
-    ticks = round(x_max / step)
-    bottom = top + row_h * len(rows)
-    for i in range(ticks + 1):
-        x = left + plot_w * i * step / x_max
+    """Weekday rows x hour-of-day columns; a cell per (weekday, hour) with data, darker = slower.
+
+    Args:
+        cells: `(weekday 0=Mon, hour) -> (median seconds, clocks)`.
+        scale_max: the seconds at which the colour is darkest (the target, twice over).
+    """
+    height = 34 + 7 * 24 + 40
+    if not cells:
+        return _figure(chart, title, subtitle, _empty(width, height, title), empty=True)
+    left, top, cell_h = 44, 34, 24
+    cell_w = (width - left - 16) / 24
+    parts = []
+    for day, name in enumerate(WEEKDAYS):
         parts.append(
-            f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{top:.1f}" y2="{bottom:.1f}" stroke="#e5e5e5"/>'
-            f'<text x="{x:.1f}" y="{bottom + 16:.1f}" text-anchor="middle" fill="#555">{i * step:g}</text>'
+            f'<text x="{left - 6}" y="{top + cell_h * day + 16:.1f}" text-anchor="end" fill="#333">{name}</text>'
         )
-    for r, (label, values) in enumerate(rows):
-        y = top + r * row_h + 3
-        short = label if len(label) <= 24 else label[:23] + "…"
+    for hour in range(0, 24, 3):
         parts.append(
-            f'<text x="{left - 8}" y="{y + row_h / 2 + 1:.1f}" text-anchor="end" fill="#333">{_e(short)}</text>'
+            f'<text x="{left + cell_w * (hour + 0.5):.1f}" y="{top + cell_h * 7 + 16:.1f}" '
+            f'text-anchor="middle" fill="#555">{hour:02d}h</text>'
         )
-        x = float(left)
-        for (name, colour), value in zip(segments, values, strict=True):
-            if value <= 0:
-                continue
-            w = plot_w * value / x_max
-            parts.append(
-                f'<rect class="bar" data-value="{value:g}" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" '
-                f'height="{row_h - 6}" fill="{colour}"><title>{_e(label)}: {value:g} {_e(name)}</title></rect>'
-            )
-            x += w
+    for (day, hour), (seconds, clocks) in sorted(cells.items()):
+        level = min(len(HEAT_SCALE) - 1, int(len(HEAT_SCALE) * seconds / scale_max)) if scale_max else 0
         parts.append(
-            f'<text x="{x + 4:.1f}" y="{y + row_h / 2 + 1:.1f}" fill="#333" font-size="11">'
-            f"{_e(_values_note(values))}</text>"
+            f'<rect class="cell" data-value="{seconds:g}" data-clocks="{clocks}" x="{left + cell_w * hour:.1f}" '
+            f'y="{top + cell_h * day:.1f}" width="{cell_w - 1:.1f}" height="{cell_h - 1}" '
+            f'fill="{HEAT_SCALE[level]}"><title>{WEEKDAYS[day]} {hour:02d}:00–{hour:02d}:59: median '
+            f"{_e(short_duration(seconds))} over {clocks} first responses</title></rect>"
         )
+    key_x = left
+    for i, colour in enumerate(HEAT_SCALE):
+        low = scale_max * i / len(HEAT_SCALE)
+        parts.append(
+            f'<rect x="{key_x:.1f}" y="8" width="14" height="12" fill="{colour}"/>'
+            f'<text x="{key_x + 18:.1f}" y="18" fill="#333" font-size="11">≥{_e(short_duration(low))}</text>'
+        )
+        key_x += 78
     return _figure(chart, title, subtitle, _svg(width, height, title, "".join(parts)))
 
 
-def _values_note(values: Sequence[float]) -> str:
-    breached = values[0]
-    total = sum(values)
-    return f"{breached:g} ({breached / total:.0%})" if total else ""
+def rate_bars(
+    chart: str,
+    title: str,
+    subtitle: str,
+    rows: Sequence[tuple[str, float, int, int]],
+    *,
+    width: int = 620,
+) -> str:
+    """A bar per row `(label, breach rate 0..1, breached, decided)`, labelled with its volume."""
+    if not rows:
+        return _figure(chart, title, subtitle, _empty(width, 200, title), empty=True)
+    left, right, top, row_h = 190, 110, 24, 22
+    height = top + row_h * len(rows) + 30
+    plot_w = width - left - right
+    bottom = top + row_h * len(rows)
+    parts = []
+    for i in range(5):
+        x = left + plot_w * i / 4
+        parts.append(
+            f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{top:.1f}" y2="{bottom:.1f}" stroke="#e5e5e5"/>'
+            f'<text x="{x:.1f}" y="{bottom + 16:.1f}" text-anchor="middle" fill="#555">{i * 25}%</text>'
+        )
+    for r, (label, rate, breached, decided) in enumerate(rows):
+        y = top + r * row_h + 3
+        short = label if len(label) <= 26 else label[:25] + "…"
+        w = max(1.0, plot_w * rate)
+        parts.append(
+            f'<text x="{left - 8}" y="{y + row_h / 2 + 1:.1f}" text-anchor="end" fill="#333">{_e(short)}</text>'
+            f'<rect class="bar" data-value="{rate:.6f}" x="{left}" y="{y:.1f}" width="{w:.1f}" '
+            f'height="{row_h - 6}" fill="{BREACHED_COLOUR}"><title>{_e(label)}: {breached} of {decided} '
+            f"decided clocks breached ({rate:.1%})</title></rect>"
+            f'<text x="{left + w + 4:.1f}" y="{y + row_h / 2 + 1:.1f}" fill="#333" font-size="11">'
+            f"{rate:.0%} of {decided}</text>"
+        )
+    return _figure(chart, title, subtitle, _svg(width, height, title, "".join(parts)))
 
 
 # ----------------------------------------------------------------------------------------- page
 
 _CSS = """
 body { font-family: "DejaVu Sans", "Liberation Sans", Arial, sans-serif; margin: 24px auto;
-       max-width: 1280px; padding: 0 20px; color: #222; background: #fff; }
+       max-width: 1360px; padding: 0 20px; color: #222; background: #fff; }
 h1 { font-size: 22px; margin: 0 0 4px; }
-p.meta { color: #555; margin: 0 0 18px; }
-.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr)); gap: 18px; }
-figure.chart { margin: 0; padding: 12px 14px; border: 1px solid #ddd; border-radius: 6px; }
+h2 { font-size: 17px; margin: 26px 0 8px; }
+p.meta { color: #555; margin: 0 0 14px; }
+.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(600px, 1fr)); gap: 16px; }
+figure.chart { margin: 0; padding: 10px 12px; border: 1px solid #ddd; border-radius: 6px; }
 figcaption { margin-bottom: 6px; }
 figcaption strong { display: block; font-size: 15px; }
 figcaption span { color: #666; font-size: 12px; }
-table { border-collapse: collapse; margin: 0 0 20px; font-size: 13px; }
-th, td { padding: 4px 12px; border-bottom: 1px solid #e5e5e5; text-align: right; }
-th:first-child, td:first-child { text-align: left; }
-.notes { margin: -12px 0 20px; font-size: 13px; color: #333; }
-.notes p { margin: 2px 0; }
+table { border-collapse: collapse; margin: 0 0 12px; font-size: 12.5px; }
+caption { text-align: left; font-weight: bold; padding: 4px 0; }
+th, td { padding: 3px 10px; border-bottom: 1px solid #e5e5e5; text-align: right; }
+th:first-child, td:first-child, td.metric { text-align: left; }
+tr.total td { font-weight: bold; }
+.notes { font-size: 12.5px; color: #333; }
+.notes p, .notes li { margin: 2px 0; }
+.bad { color: #B33C00; font-weight: bold; }
 """
 
 
-def _summary_table(data: ReportData) -> str:
-    head = "<tr><th>channel</th><th>SLA clocks decided</th><th>met</th><th>breached</th>"
-    head += "<th>undetermined</th><th>compliance</th><th>median first response</th><th>open now</th></tr>"
+_TOTAL = ' class="total"'
+_BAD = ' class="bad"'
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _counts_cells(counts: ClockCounts) -> str:
+    keys = (
+        ("clocks", counts.clocks),
+        ("met", counts.met),
+        ("breached", counts.breached),
+        ("running", counts.running),
+        ("running_past_target", counts.running_past_target),
+        ("undetermined", counts.undetermined),
+    )
+    cells = "".join(f'<td data-key="{k}">{v:,}</td>' for k, v in keys)
+    return cells + f'<td data-key="attainment">{_share(counts.attainment)}</td>'
+
+
+def attainment_table(figures: Figures, basis: str) -> str:
+    """Per channel and metric, then all channels: the clocks of one time basis, as an HTML table."""
+    head = (
+        "<tr><th>channel</th><th>metric</th><th>target</th><th>clocks</th><th>met</th><th>breached</th>"
+        "<th>running</th><th>of which past target</th><th>undetermined</th><th>attainment</th>"
+        f"<th>median ({basis} time)</th></tr>"
+    )
     body = []
-    for stream_id in data.channels:
-        met = sum(m for (s, _), (m, _b) in data.daily.items() if s == stream_id)
-        breached = sum(b for (s, _), (_m, b) in data.daily.items() if s == stream_id)
-        share = compliance(met, breached)
-        middle = median(data.first_responses.get(stream_id, ()))
-        body.append(
-            f"<tr><td>{_e(channel_name(stream_id))}</td><td>{met + breached}</td><td>{met}</td>"
-            f"<td>{breached}</td><td>{data.undetermined.get(stream_id, 0)}</td>"
-            f"<td>{'-' if share is None else f'{share:.1%}'}</td>"
-            f"<td>{'-' if middle is None else short_duration(middle)}</td>"
-            f"<td>{len(data.backlog_ages.get(stream_id, []))}</td></tr>"
-        )
-    lines = data.reconciliation.lines() if data.reconciliation else [RECONCILIATION_NOT_BUILT]
-    notes = "".join(f"<p>{_e(line)}</p>" for line in [UNDETERMINED_NOTE, *lines])
-    return f'<table class="summary">{head}{"".join(body)}</table><div class="notes">{notes}</div>'
+    for stream_id in [*figures.channels, None]:
+        name = "all channels" if stream_id is None else figures.names[stream_id]
+        for metric in METRICS:
+            counts = figures.counts(basis, metric, stream_id)
+            if not counts.clocks and stream_id is not None:
+                continue
+            middle = figures.median_seconds(basis, metric, stream_id)
+            body.append(
+                f'<tr{_TOTAL if stream_id is None else ""} data-stream="{stream_id or "all"}" '
+                f'data-metric="{metric}"><td>{_e(name)}</td><td class="metric">{METRIC_LABELS[metric]}</td>'
+                f"<td>{_e(figures.target_label(metric, stream_id))}</td>{_counts_cells(counts)}"
+                f"<td>{'-' if middle is None else _e(short_duration(middle))}</td></tr>"
+            )
+    return (
+        f'<table class="attainment" data-basis="{basis}"><caption>Attainment in {_e(BASIS_LABELS[basis])}'
+        f"</caption>{head}{''.join(body)}</table>"
+    )
 
 
-def render_html(data: ReportData, generated_at: datetime | None = None) -> str:
-    """The whole page, self-contained."""
-    generated = (generated_at or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    dates = [data.start + timedelta(days=i) for i in range((data.end - data.start).days + 1)]
-    labels = [d.strftime("%m-%d") for d in dates]
-    compliance_series = []
-    for stream_id in data.channels:
+def weekly_table(figures: Figures, basis: str) -> str:
+    """Attainment per channel and metric per week (Monday to Sunday), one time basis."""
+    weeks = figures.weeks()
+    head = (
+        "<tr><th>channel</th><th>metric</th>"
+        + "".join(f"<th>week of {w:%m-%d}</th>" for w in weeks)
+        + "</tr>"
+    )
+    body = []
+    for stream_id in [*figures.channels, None]:
+        name = "all channels" if stream_id is None else figures.names[stream_id]
+        for metric in METRICS:
+            if not figures.counts(basis, metric, stream_id).clocks:
+                continue
+            cells = []
+            for week in weeks:
+                c = figures.counts(basis, metric, stream_id, week=week)
+                cells.append(
+                    f'<td data-week="{week.isoformat()}" title="met {c.met}, breached {c.breached}, running past '
+                    f'target {c.running_past_target} of {c.clocks} clocks">{_share(c.attainment)}</td>'
+                )
+            body.append(
+                f"<tr{_TOTAL if stream_id is None else ''}><td>{_e(name)}</td>"
+                f'<td class="metric">{METRIC_LABELS[metric]}</td>{"".join(cells)}</tr>'
+            )
+    return (
+        f'<table class="weekly" data-basis="{basis}"><caption>Attainment per week, {_e(BASIS_LABELS[basis])}'
+        f"</caption>{head}{''.join(body)}</table>"
+    )
+
+
+def attainment_series(figures: Figures, metric: str) -> list[tuple[str, list[float | None], list[str]]]:
+    """A line per channel with at least one decided day: daily attainment in `CHART_BASIS`."""
+    series = []
+    for stream_id in figures.channels:
         values: list[float | None] = []
         hovers = []
-        for d in dates:
-            met, breached = data.daily.get((stream_id, d), (0, 0))
-            values.append(compliance(met, breached))
-            share = "no decided clocks" if met + breached == 0 else f"{met / (met + breached):.1%}"
+        for day in figures.dates():
+            c = figures.counts(CHART_BASIS, metric, stream_id, day=day)
+            values.append(c.attainment)
             hovers.append(
-                f"{channel_name(stream_id)} {d.isoformat()}: {share} (met {met}, breached {breached})"
+                f"{figures.names[stream_id]} {day.isoformat()}: {_share(c.attainment)} (met {c.met}, breached "
+                f"{c.breached}, running past target {c.running_past_target}, clocks {c.clocks})"
             )
-        compliance_series.append((channel_name(stream_id), values, hovers))
-    agents = sorted(data.agents.items(), key=lambda item: (-item[1][1], -item[1][0], item[0]))[:MAX_AGENTS]
-    response_series = []
-    for stream_id in data.channels:
-        counts = [0.0] * len(RESPONSE_BUCKETS)
-        for seconds in data.first_responses.get(stream_id, []):
-            counts[_bucket(seconds, RESPONSE_BUCKETS)] += 1
-        response_series.append((channel_name(stream_id), counts))
-    backlog_series = []
-    for stream_id in data.channels:
-        counts = [0.0] * len(AGE_BUCKETS)
-        for age in data.backlog_ages.get(stream_id, []):
-            counts[_bucket(age, AGE_BUCKETS)] += 1
-        backlog_series.append((channel_name(stream_id), counts))
-    period = f"{data.start.isoformat()} to {data.end.isoformat()}"
-    as_of = data.as_of.strftime("%Y-%m-%d %H:%M UTC") if data.as_of else "-"
-    charts = [
+        if any(v is not None for v in values):
+            series.append((figures.names[stream_id], values, hovers))
+    return series
+
+
+def distribution_series(figures: Figures) -> list[tuple[str, list[int]]]:
+    """First responses (business time) per bucket, one series per channel that has any."""
+    series = []
+    for stream_id in figures.channels:
+        counts = [0] * len(RESPONSE_BUCKETS)
+        for s, _, _, seconds, _ in figures.first_responses:
+            if s == stream_id:
+                counts[bucket_of(seconds)] += 1
+        if any(counts):
+            series.append((figures.names[stream_id], counts))
+    return series
+
+
+def _distribution_targets(figures: Figures) -> list[tuple[str, float]]:
+    by_target: dict[int, list[str]] = {}
+    for stream_id, _, _, _, target in figures.first_responses:
+        names = by_target.setdefault(target, [])
+        if figures.names[stream_id] not in names:
+            names.append(figures.names[stream_id])
+    if len(by_target) == 1:
+        ((target, _),) = by_target.items()
+        return [(f"target {short_duration(target)}", float(target))]
+    return [
+        (f"target {short_duration(t)}: {', '.join(names)}", float(t))
+        for t, names in sorted(by_target.items())
+    ]
+
+
+def agents_rows(figures: Figures, bots: bool) -> list[tuple[str, float, int, int]]:
+    """Agents (or bots) with a decided clock, by breach rate then volume: (name, rate, breached, decided)."""
+    chosen = [a for a in figures.agents if a.is_bot == bots and a.counts.decided]
+    chosen.sort(key=lambda a: (-(a.counts.breach_rate or 0.0), -a.counts.decided, a.name))
+    return [
+        (
+            a.name,
+            a.counts.breach_rate or 0.0,
+            a.counts.breached + a.counts.running_past_target,
+            a.counts.decided,
+        )
+        for a in chosen[:MAX_AGENTS]
+    ]
+
+
+def _bots_table(figures: Figures) -> str:
+    rows = agents_rows(figures, bots=True)
+    if not rows:
+        return '<p class="notes">Bots: no bot held a decided clock in this period.</p>'
+    body = "".join(
+        f"<tr><td>{_e(name)}</td><td>{decided}</td><td>{breached}</td><td>{rate:.1%}</td></tr>"
+        for name, rate, breached, decided in rows
+    )
+    return (
+        '<table class="bots"><caption>Bots (apart from people)</caption><tr><th>bot</th><th>decided</th>'
+        f"<th>breached</th><th>breach rate</th></tr>{body}</table>"
+    )
+
+
+def reconciliation_panel(figures: Figures) -> str:
+    """CommBox's figures against ours per channel, then every disagreement."""
+    head = (
+        "<tr><th>channel</th><th>CommBox: in SLA breach</th><th>ours: in breach</th>"
+        "<th>CommBox: SLA-critical</th><th>ours: critical</th><th>first replies agree</th>"
+        "<th>disagree</th><th>unknown</th></tr>"
+    )
+    body = []
+    for s in figures.streams:
+
+        def vendor(value: int | None, ours: int) -> str:
+            if value is None:
+                return "<td>not loaded</td>"
+            return f"<td{_BAD if value != ours else ''}>{value}</td>"
+
+        body.append(
+            f'<tr data-stream="{s.stream_id}"><td>{_e(figures.names.get(s.stream_id, s.stream_id))}</td>'
+            f"{vendor(s.vendor_breached, s.breached)}<td>{s.breached}</td>"
+            f"{vendor(s.vendor_critical, s.critical)}<td>{s.critical}</td>"
+            f"<td>{s.first_replies_agree}</td>"
+            f"<td{_BAD if s.first_replies_disagree else ''}>{s.first_replies_disagree}</td>"
+            f"<td>{s.first_replies_unknown}</td></tr>"
+        )
+    lines = figures.reconciliation.lines() if figures.reconciliation else [RECONCILIATION_NOT_BUILT]
+    disagreements = figures.disagreements()
+    listed = "".join(f"<li>{_e(line)}</li>" for line in disagreements) or "<li>none: every figure agrees</li>"
+    replies = "".join(
+        f"<li>conversation {_e(r['object_id'])} ({_e(figures.names.get(int(r['stream_id']), r['stream_id']))}): "
+        f"our first agent reply {_e(_when(r['first_agent_message_at']))}, CommBox's firstResponseTime "
+        f"{_e(_when(r['commbox_first_response_at']))}</li>"
+        for r in figures.reply_disagreements[:MAX_DISAGREEMENTS]
+    )
+    more = len(figures.reply_disagreements) - MAX_DISAGREEMENTS
+    return (
+        '<section class="reconciliation"><h2>Do our numbers match CommBox\'s?</h2>'
+        f'<table class="reconciliation">{head}{"".join(body)}</table>'
+        '<div class="notes"><p>Ours: open conversations at the data\'s as-of whose first response went past '
+        "its target in calendar time (or still waiting past its critical share), as CommBox states its counts; "
+        "CommBox's are as read at the last run.</p>"
+        + "".join(f"<p>{_e(line)}</p>" for line in lines)
+        + f'<p>Disagreements ({len(disagreements)}):</p><ul class="disagreements">{listed}</ul>'
+        + (f'<ul class="reply-disagreements">{replies}</ul>' if replies else "")
+        + (f"<p>… and {more} more conversations</p>" if more > 0 else "")
+        + "</div></section>"
+    )
+
+
+def _when(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return str(value)
+
+
+def render_html(figures: Figures, generated_at: datetime | None = None) -> str:
+    """The whole page, self-contained."""
+    generated = (generated_at or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    dates = figures.dates()
+    labels = [d.strftime("%m-%d") for d in dates]
+    period = f"{figures.start.isoformat()} to {figures.end.isoformat()}"
+    as_of = figures.as_of.strftime("%Y-%m-%d %H:%M UTC") if figures.as_of else "-"
+    basis = BASIS_LABELS[CHART_BASIS]
+    attainment_charts = [
         line_chart(
-            "compliance",
-            "SLA compliance per channel per day",
-            "met ÷ (met + breached) SLA clocks, by the local date a clock started",
+            f"attainment-{metric}",
+            f"{METRIC_LABELS[metric].capitalize()}: attainment per channel per day",
+            f"target {figures.target_label(metric)}, in {basis}; dashed: goal {ATTAINMENT_GOAL:.0%}",
             labels,
-            compliance_series,
+            attainment_series(figures, metric),
+            goal=ATTAINMENT_GOAL,
+        )
+        for metric in METRICS
+    ]
+    volume_charts = []
+    for n, stream_id in enumerate(figures.channels):
+        days = [figures.volume.get((stream_id, d)) for d in dates]
+        volume_charts.append(
+            volume_chart(
+                f"volume-{n}",
+                f"Volume: {figures.names[stream_id]}",
+                "conversations new and resolved per local day; backlog open at the end of the day",
+                labels,
+                [v[0] if v else 0 for v in days],
+                [v[1] if v else 0 for v in days],
+                [v[2] if v else None for v in days],
+            )
+        )
+    heat = figures.first_response_heat()
+    targets = sorted({t for *_, t in figures.first_responses})
+    other_charts = [
+        heat_map(
+            "first-response-heat-map",
+            "First response by hour of day and weekday",
+            f"median first response in {basis}, by the local hour the customer wrote; darkest at "
+            f"twice the target ({short_duration(2 * targets[0]) if targets else '-'}) or more",
+            heat,
+            2.0 * (targets[0] if targets else 3600),
         ),
-        horizontal_bars(
-            "agent-breaches",
-            "Breaches by agent",
-            f"SLA clocks the agent held when decided, {period}; top {MAX_AGENTS} by breaches",
-            [(label, [float(breached), float(met)]) for label, (met, breached) in agents],
-            [("breached", BREACHED_COLOUR), ("met", MET_COLOUR)],
+        distribution_chart(
+            "first-response-distribution",
+            "Distribution of first response",
+            f"first responses by time to the reply in {basis}; dashed: the target",
+            distribution_series(figures),
+            _distribution_targets(figures),
         ),
-        stacked_columns(
-            "first-response",
-            "Distribution of first response times",
-            f"conversations by time to the first reply (calendar time), {period}",
-            [label for label, _ in RESPONSE_BUCKETS],
-            response_series,
-            unit="conversations",
-        ),
-        stacked_columns(
-            "backlog-age",
-            "Backlog by age",
-            f"open conversations at {as_of} by time since they were created",
-            [label for label, _ in AGE_BUCKETS],
-            backlog_series,
-            unit="open conversations",
+        rate_bars(
+            "agent-breach-rate",
+            "Agents by breach rate",
+            f"share of the clocks an agent held when decided that breached, in {basis}; "
+            f"label: rate of decided clocks; top {MAX_AGENTS}",
+            agents_rows(figures, bots=False),
         ),
     ]
+    notes = "".join(f"<p>{_e(line)}</p>" for line in (*HOW_MEASURED, UNDETERMINED_NOTE))
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>CommBox SLA report {period}</title><style>{_CSS}</style></head><body>"
-        f'<h1>CommBox SLA report</h1><p class="meta">{_e(period)} (last {len(dates)} days with data) · '
-        f"data as of {_e(as_of)} · generated {_e(generated)}</p>"
-        f"{_summary_table(data)}"
-        f'<div class="grid">{"".join(charts)}</div>'
-        "</body></html>\n"
+        f'<h1>CommBox SLA report</h1><p class="meta">{_e(period)} ({len(dates)} local days, by the date a '
+        f"clock started) · data as of {_e(as_of)} · generated {_e(generated)}</p>"
+        + "".join(attainment_table(figures, b) for b in TIME_BASES)
+        + f'<h2>Attainment per day ({_e(basis)})</h2><div class="grid">{"".join(attainment_charts)}</div>'
+        + "<h2>Attainment per week</h2>"
+        + "".join(weekly_table(figures, b) for b in TIME_BASES)
+        + f'<h2>Volume per channel</h2><div class="grid">{"".join(volume_charts)}</div>'
+        + f'<h2>First response and agents ({_e(basis)})</h2><div class="grid">{"".join(other_charts)}</div>'
+        + _bots_table(figures)
+        + reconciliation_panel(figures)
+        + f'<section class="how-measured"><h2>How this is measured</h2><div class="notes">{notes}</div></section>'
+        + "</body></html>\n"
     )
 
 
-def write_html_report(pipeline: Any, path: Path, days: int = 7) -> Path:
-    """Collect the numbers and write the page to `path` (folders created); returns the absolute path."""
-    data = collect(pipeline, days=days)
+def collect(pipeline: Any, days: int = 7, names: dict[int, str] | None = None) -> Figures:
+    """The page's figures (`report_data.collect_figures`)."""
+    return collect_figures(pipeline, days=days, names=names)
+
+
+def write_html_report(pipeline: Any, path: Path, days: int = 7, names: dict[int, str] | None = None) -> Path:
+    """Collect the figures and write the page to `path` (folders created); returns the absolute path."""
+    figures = collect(pipeline, days=days, names=names)
     target = Path(path).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(render_html(data), encoding="utf-8")
+    target.write_text(render_html(figures), encoding="utf-8")
     return target
 
 
-__all__ = ["ReportData", "collect", "render_html", "write_html_report"]
+__all__ = ["Figures", "collect", "render_html", "write_html_report"]
