@@ -341,6 +341,39 @@ def test_quota_exhausted_and_rate_limit_answer_429_with_retry_after(sim: Simulat
     assert sim.stats()["throttled"] >= len(limited) + 1
 
 
+def test_no_rate_limit_headers_unless_asked(sim: Simulator) -> None:
+    sim.configure(rate_limit_rps=5.0, rate_limit_burst=3)
+    r = get(sim, "/managers")
+    assert r.status_code == 200
+    assert not [name for name in r.headers if "ratelimit" in name.lower()]
+
+
+@pytest.mark.parametrize("kind", ["ietf", "x-ratelimit"])
+def test_rate_limit_headers_state_the_bucket(sim: Simulator, kind: str) -> None:
+    # One token every five seconds: the bucket cannot refill between these requests.
+    sim.configure(rate_limit_rps=0.2, rate_limit_burst=3, rate_limit_headers=kind)
+    prefix = "RateLimit-" if kind == "ietf" else "X-RateLimit-"
+    answers = [get(sim, "/managers") for _ in range(4)]
+    assert [r.status_code for r in answers] == [200, 200, 200, 429]
+    remaining = [int(r.headers[prefix + "Remaining"]) for r in answers]
+    assert remaining == [2, 1, 0, 0]  # the token a request took is already gone
+    assert answers[0].headers[prefix + "Reset"] == "0"  # a token is left
+    assert answers[2].headers[prefix + "Reset"] in ("4", "5")  # empty: the next token within 5 s
+    if kind == "ietf":
+        assert answers[0].headers["RateLimit-Policy"] == "12;w=60"
+        assert answers[0].headers["RateLimit-Limit"] == "12"
+        sim.configure(rate_limit_rps=50.0)
+        assert get(sim, "/managers").headers["RateLimit-Policy"] == "50;w=1"
+    else:
+        assert answers[0].headers["X-RateLimit-Limit"] == "3"
+        assert "RateLimit-Policy" not in answers[0].headers
+
+
+def test_rate_limit_headers_must_name_a_known_kind(sim: Simulator) -> None:
+    with pytest.raises(ValueError, match="rate_limit_headers"):
+        sim.configure(rate_limit_headers="github")
+
+
 # ---------------------------------------------------------------------- paging and windows
 @pytest.mark.parametrize("page_base", [0, 1])
 def test_pages_cover_the_window_exactly_once(sim_factory, page_base: int) -> None:

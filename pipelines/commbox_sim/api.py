@@ -136,7 +136,8 @@ class Api:
         retry_after = sim.faults.throttle()
         if retry_after is not None:
             stats.throttled += 1
-            return self._count(self._error(429, headers=[("Retry-After", str(retry_after))]))
+            limit_headers = sim.faults.rate_limit_headers()
+            return self._count(self._error(429, headers=[("Retry-After", str(retry_after)), *limit_headers]))
         if route is None and not _WRITE_ONLY.match(path):
             return self._count(self._error(404))
         auth = headers.get("authorization", "")
@@ -165,6 +166,7 @@ class Api:
             reply.delivery = draw.delivery
         if draw.delay_s:
             reply.delay_s = draw.delay_s
+        reply.headers.extend(sim.faults.rate_limit_headers())
         return self._count(reply)
 
     def _count(self, reply: Reply) -> Reply:

@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .config import BAD_PAYLOADS, PROFILES, QUIRKS, SimConfig
+from .config import BAD_PAYLOADS, PROFILES, QUIRKS, RATE_LIMIT_HEADERS, SimConfig
 from .simulator import Simulator
 
 
@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--burst", type=int, default=d.rate_limit_burst, help="token-bucket size")
     g.add_argument("--retry-after", type=int, help="force this Retry-After on every 429")
     g.add_argument("--quota-exhausted", action="store_true", help="every request gets 429")
+    g.add_argument(
+        "--rate-limit-headers",
+        choices=[kind for kind in RATE_LIMIT_HEADERS if kind],
+        help="send the bucket's state in RateLimit-* (ietf) or X-RateLimit-* headers",
+    )
     g.add_argument("--latency-ms", type=float, default=0.0)
     g.add_argument("--latency-jitter-ms", type=float, default=0.0)
     g.add_argument("--fault-seed", type=int, default=0)
@@ -144,6 +149,7 @@ def config_from_args(a: argparse.Namespace) -> SimConfig:
         rate_limit_rps=a.rps,
         rate_limit_burst=a.burst,
         retry_after_override=a.retry_after,
+        rate_limit_headers=a.rate_limit_headers or "",
         quota_exhausted=a.quota_exhausted,
         latency_ms=a.latency_ms,
         latency_jitter_ms=a.latency_jitter_ms,

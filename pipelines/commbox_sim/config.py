@@ -22,6 +22,9 @@ QUIRKS: dict[str, str] = {
     "status_as_string": 'envelope status sometimes the string "200" (off: always the number)',
 }
 
+# Rate-limit headers the simulator can send with every answer under a rate limit (see faults.py).
+RATE_LIMIT_HEADERS = ("", "ietf", "x-ratelimit")
+
 BAD_PAYLOADS = (
     "invalid_json",
     "empty_body",
@@ -114,6 +117,9 @@ class SimConfig:
     rate_limit_rps: float = 0.0
     rate_limit_burst: int = 10
     retry_after_override: int | None = None
+    # "" none (as the vendor documents), "ietf" RateLimit-Limit/-Remaining/-Reset/-Policy (draft 7),
+    # "x-ratelimit" X-RateLimit-Limit/-Remaining/-Reset (no window stated)
+    rate_limit_headers: str = ""
     quota_exhausted: bool = False
     # latency
     latency_ms: float = 0.0
@@ -173,6 +179,8 @@ class SimConfig:
             raise ValueError("page_overlap must be >= 0 and below max_page_size")
         if self.crowded_seconds < 0 or self.crowded_size < 1:
             raise ValueError("crowded_seconds >= 0 and crowded_size >= 1 are required")
+        if self.rate_limit_headers not in RATE_LIMIT_HEADERS:
+            raise ValueError(f"rate_limit_headers must be one of {RATE_LIMIT_HEADERS}")
         if self.bad_payload is not None and self.bad_payload not in BAD_PAYLOADS:
             raise ValueError(f"bad_payload must be one of {BAD_PAYLOADS}")
         if self.conversations < 0 or self.days < 1 or self.streams < 1:

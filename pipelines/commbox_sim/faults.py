@@ -39,6 +39,12 @@ class TokenBucket:
                 return 0.0
             return (1.0 - self.tokens) / self.rate
 
+    def peek(self) -> tuple[int, float]:
+        """Whole tokens left and the seconds until the next one (0 while one is left)."""
+        with self.lock:
+            tokens = min(self.burst, self.tokens + (time.monotonic() - self.stamp) * self.rate)
+        return int(tokens), 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
 
 @dataclass
 class Draw:
@@ -86,6 +92,33 @@ class Faults:
         if wait <= 0:
             return None
         return cfg.retry_after_override or max(1, math.ceil(wait))
+
+    def rate_limit_headers(self) -> list[tuple[str, str]]:
+        """The bucket as `rate_limit_headers` describes it, after this request took its token.
+
+        "ietf" states the rate as a policy of `q` requests per `w` seconds (draft 7 of the IETF
+        RateLimit fields); "x-ratelimit" gives only the bucket's size, what is left and the whole
+        seconds until the next token, as many APIs do without saying the window."""
+        kind = self.cfg.rate_limit_headers
+        if not kind or self.bucket is None:
+            return []
+        left, wait = self.bucket.peek()
+        reset = str(math.ceil(wait))
+        if kind == "x-ratelimit":
+            return [
+                ("X-RateLimit-Limit", str(self.bucket.burst)),
+                ("X-RateLimit-Remaining", str(left)),
+                ("X-RateLimit-Reset", reset),
+            ]
+        rate = self.bucket.rate
+        window = 1 if float(rate).is_integer() else 60
+        quota = round(rate * window)
+        return [
+            ("RateLimit-Limit", str(quota)),
+            ("RateLimit-Remaining", str(left)),
+            ("RateLimit-Reset", reset),
+            ("RateLimit-Policy", f"{quota};w={window}"),
+        ]
 
     def draw(self, target: str) -> Draw:
         """Decide the faults for one request; ``target`` is the path with its query string."""
