@@ -24,7 +24,7 @@ def _table(lines: list[str], title: str) -> list[list[str]]:
     return [[cell.strip() for cell in row.split("  ") if cell.strip()] for row in lines[start:end]]
 
 
-def test_report_on_loaded_tables(tmp_path):
+def test_report_on_loaded_tables(tmp_path, monkeypatch):
     pipeline = dlt.pipeline(
         pipeline_name="sla_report",
         destination=dlt.destinations.duckdb(str(tmp_path / "r.duckdb")),
@@ -76,4 +76,9 @@ def test_report_on_loaded_tables(tmp_path):
     assert (
         "the SLA policy counts business time for E-mail (1), stream 2, E-mail (3); calendar time for stream 4"
         in lines
+    )
+    # without names given, [sla.streams.<id>] name is read as a run reads [sla] (here, the environment)
+    monkeypatch.setenv("SLA__STREAMS__4__NAME", "Phone")
+    assert "Phone " in render_report(pipeline, days=400) and "stream 4" not in render_report(
+        pipeline, days=400
     )

@@ -58,3 +58,13 @@ def test_clock_counts_add_up_and_attainment_counts_running_past_target():
     assert ClockCounts().attainment is None
     assert (counts + counts).as_tuple() == (20, 8, 2, 6, 2, 4)
     assert date(2024, 3, 6).weekday() == 2  # the week helpers below count from Monday
+
+
+def test_report_with_a_bad_channel_name_exits_2_naming_the_key(tmp_path, monkeypatch, capsys):
+    from pipelines.cli import main
+
+    monkeypatch.setenv("SLA__STREAMS__510__NAME", '["Chat"]')
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(tmp_path / "warehouse.duckdb"))
+    assert main(["report", "--pipelines-dir", str(tmp_path / "pipelines")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sla.streams.510.name" in err[0] and "Traceback" not in err[0]

@@ -446,10 +446,18 @@ def _columns(client: Any, schema: str, name: str) -> set[str]:
 
 
 def configured_channel_names() -> dict[int, str]:
-    """`[sla.streams.<id>] name` from the configuration (validated by `load_sla_config`)."""
+    """`[sla.streams.<id>] name` from the configuration (validated by `load_sla_config`).
+
+    Raises:
+        ConfigError: a bad `[sla]` section, in one line naming the key (the CLI exits 2).
+    """
+    from ..commbox.config import ConfigError, sla_section
     from .sla import load_sla_config
 
-    return dict(load_sla_config().stream_names)
+    try:  # sla_section: the TOML files with SLA__... environment variables over them, as a run reads it
+        return dict(load_sla_config(sla_section()).stream_names)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def collect_figures(
