@@ -321,7 +321,7 @@ def render_status(status: Status) -> str:
     )
     lines.append("")
     lines.append(
-        "rows: " + (" ".join(f"{name}={count}" for name, count in sorted(status.tables.items())) or "none")
+        "stored rows: " + (" ".join(f"{name}={count}" for name, count in sorted(status.tables.items())) or "none")
     )
     if status.last_load_at is not None:
         lines.append(
