@@ -173,6 +173,10 @@ def test_tables_add_up_and_keep_the_bases_apart():
         '<table class="weekly" data-basis="business">' in page
         and '<table class="weekly" data-basis="calendar">' in page
     )
+    assert "<th>week of 03-04</th>" in page  # Monday to Sunday, whole: not marked as a part
+    partial = _sample()
+    partial.end -= timedelta(days=1)
+    assert "<th>week of 03-04 (part)</th>" in render_html(partial)
     assert "How this is measured" in page and "met + breached + running + undetermined = clocks" in page
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -491,12 +491,17 @@ def attainment_table(figures: Figures, basis: str) -> str:
     )
 
 
+def _part(figures: Figures, week: date) -> str:
+    """` (part)` for a week the period covers only some days of."""
+    return "" if figures.start <= week and week + timedelta(days=6) <= figures.end else " (part)"
+
+
 def weekly_table(figures: Figures, basis: str) -> str:
     """Attainment per channel and metric per week (Monday to Sunday), one time basis."""
     weeks = figures.weeks()
     head = (
         "<tr><th>channel</th><th>metric</th>"
-        + "".join(f"<th>week of {w:%m-%d}</th>" for w in weeks)
+        + "".join(f"<th>week of {w:%m-%d}{_part(figures, w)}</th>" for w in weeks)
         + "</tr>"
     )
     body = []
