@@ -20,8 +20,11 @@ HERE = Path(__file__).resolve().parent
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: under two minutes")
-    parser.add_argument("--only", default="1,2,4", help="scenario groups to run: 1 (with 3), 2, 4 (with 5)")
+    parser.add_argument(
+        "--only", default="1,2,4,6", help="scenario groups to run: 1 (with 3), 2, 4 (with 5), 6"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the working folders and logs")
+    parser.add_argument("--rates", help="scenario 2 only at these server rates (requests/s, comma-separated)")
     parser.add_argument(
         "--out", type=Path, help="output folder (default bench/, or bench/runs/ with --quick)"
     )
@@ -37,7 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         if "1" in only:
             results["scenario1"] = scenarios.full_history(sizes, ws)
         if "2" in only:
-            results["scenario2"] = scenarios.rate_limited(sizes, ws)
+            rates = {float(r) for r in args.rates.split(",")} if args.rates else None
+            results["scenario2"] = scenarios.rate_limited(sizes, ws, rates)
+        if "6" in only:
+            results["scenario6"] = scenarios.request_counts(sizes, ws)
         if "4" in only:
             results["scenario4"] = scenarios.scale(sizes, ws)
     finally:

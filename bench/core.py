@@ -67,11 +67,12 @@ class Dataset:
     def list_calls(self) -> int:
         return sum(math.ceil(n / 100) for n in self.streams.values())
 
-    def minimum_requests(self, *, fan_out: bool) -> int:
+    def minimum_requests(self, *, fan_out: bool, sender_lookup: bool = False) -> int:
         """Per stream ceil(objects / 100) list calls, per conversation one transcript and one call
-        per activity type, plus the fixed calls (clock, stats, SLA exceptions, managers, one
-        availability per stream)."""
-        per_conversation = 1 + len(ACTIVITY_TYPES) if fan_out else 0
+        per activity type (and one Get Object where the list leaves out the messages' sender, as
+        the documentation-shaped profile does), plus the fixed calls (clock, stats, SLA exceptions,
+        managers, one availability per stream)."""
+        per_conversation = (1 + len(ACTIVITY_TYPES) if fan_out else 0) + (1 if sender_lookup else 0)
         return (
             self.list_calls() + per_conversation * self.conversations + len(fixed_paths(list(self.streams)))
         )

@@ -17,8 +17,11 @@ TARGETS = {
     "peer_speedup": 2.0,
     "request_ratio": 1.05,
     "rate_share_pct": 90.0,
+    "rate_share_5xx_pct": 85.0,
     "throttled_pct": 2.0,
     "incremental_share_pct": 5.0,
+    "request_ratio_15": 1.02,
+    "incremental_share_15_pct": 1.5,
     "rss_large_mb": 400.0,
     "rss_growth": 1.3,
     "mart_seconds": 2.0,
@@ -163,15 +166,9 @@ def evaluate(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]
             if not run.get("ok"):
                 rows.append((f"2 rate-limited ({label})", "runs", run.get("error", "failed"), False))
                 continue
+            wanted = TARGETS["rate_share_5xx_pct"] if run["fault_5xx_rate"] else TARGETS["rate_share_pct"]
             share = run["share_of_allowed_rate_pct"]
-            rows.append(
-                (
-                    f"2 floor / wall ({label}: max_requests_per_second={run['max_requests_per_second']:g})",
-                    f"≥ {TARGETS['rate_share_pct']:.0f}%",
-                    f"{share:.1f}%",
-                    share >= TARGETS["rate_share_pct"],
-                )
-            )
+            rows.append((f"2 floor / wall ({label})", f"≥ {wanted:.0f}%", f"{share:.1f}%", share >= wanted))
             rows.append(
                 (
                     f"2 429s / requests ({label})",
@@ -214,6 +211,41 @@ def evaluate(results: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]
                         growth <= TARGETS["rss_growth"],
                     )
                 )
+    for profile, r in (results.get("scenario6") or {}).items():
+        full, inc, same = r["full"], r["incremental"], r["unchanged"]
+        if not full.get("ok"):
+            rows.append((f"6 requests ({profile} profile)", "runs", full.get("error", "failed"), False))
+            continue
+        ratio = r["request_ratio"]
+        rows.append(
+            (
+                f"6 requests / minimum ({profile} profile)",
+                f"≤ {TARGETS['request_ratio_15']}×",
+                f"{ratio:.3f}× ({full['requests']:,} / {r['minimum_requests']:,})",
+                ratio <= TARGETS["request_ratio_15"],
+            )
+        )
+        if "run" in inc:
+            share = inc["request_share_pct"]
+            rows.append(
+                (
+                    f"6 after 1% changed / full run ({profile} profile)",
+                    f"≤ {TARGETS['incremental_share_15_pct']}%",
+                    f"{share:.2f}% ({inc['run']['requests']:,})",
+                    share <= TARGETS["incremental_share_15_pct"],
+                )
+            )
+        if same.get("ok"):
+            lists = same["requests_by_endpoint"].get("objects", 0)
+            windows = same.get("windows")
+            rows.append(
+                (
+                    f"6 no change: requests ({profile} profile)",
+                    "= list calls, one per stream window",
+                    f"{same['requests']:,} ({lists} list calls, {windows} windows)",
+                    same["requests"] == lists and (windows is None or lists == windows),
+                )
+            )
     for title, views in _view_sets(results):
         label = "5 slowest mart, " + title.split(" (")[0]
         if views.get("marts"):
@@ -326,25 +358,28 @@ def render(results: dict[str, Any]) -> str:
             ]
     s2 = results.get("scenario2")
     if s2:
-        d = s2["dataset"]
         lines += [
             "",
-            f"## 2. Rate-limited ({s2['rps']:g} requests/s, 429 + Retry-After)",
+            "## 2. Rate-limited, the limit unknown (429 + Retry-After)",
             "",
-            f"Same data ({d['conversations']:,} conversations, {d['latency_ms']:g} ms latency); the simulator's token bucket allows {s2['rps']:g} requests/s (burst 10). "
-            f"Floor = minimum requests / rate ({d['minimum_requests']:,} / {s2['rps']:g} = {d['minimum_requests'] / s2['rps']:.1f} s at {d['conversations']:,} conversations). "
-            "One run per variant (a run takes the floor's time at best); the out-of-the-box variant runs on a smaller account because it is several times slower.",
+            "The pipeline with its default settings (no `max_requests_per_second`) behind the simulator's "
+            "token bucket (burst 10; a 429 with `Retry-After` in whole seconds, at least 1), 20 ms latency, "
+            "concurrency 16; each account is sized for a floor of about 75 s (floor = minimum requests / rate). "
+            "Wall time is the whole run, normalize and load included. With 5xx on top, those requests take "
+            "a token each too, so at most 95% of the rate can be answered 2xx. One run per row.",
             "",
-            "| pipeline setting | conversations | wall s | floor s | floor / wall | requests | 2xx/s | 429s | 429s / requests |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| server rate | variant | conversations | wall s | floor s | floor / wall | requests | 2xx/s | 429s | 429s / requests | phases s |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for label, r in s2["variants"].items():
             if not r.get("ok"):
-                lines.append(f"| {label} | failed: {r.get('error')} | | | | | | | |")
+                lines.append(f"| {label} | failed: {r.get('error')} | | | | | | | | | |")
                 continue
+            steps = " / ".join(f"{v:.0f}" for v in (r.get("steps") or {}).values())
             lines.append(
-                f"| max_requests_per_second={r['max_requests_per_second']:g} ({label}) | {r['conversations']:,} | {r['wall_seconds']:.1f} | {r['floor_seconds']:.1f} | "
-                f"{r['share_of_allowed_rate_pct']:.1f}% | {r['requests']:,} | {r['achieved_rps']:.1f} | {r['throttled']:,} | {r['throttled_pct']:.2f}% |"
+                f"| {r['rps']:g} | {r['variant']} | {r['conversations']:,} | {r['wall_seconds']:.1f} | {r['floor_seconds']:.1f} | "
+                f"{r['share_of_allowed_rate_pct']:.1f}% | {r['requests']:,} | {r['achieved_rps']:.1f} | {r['throttled']:,} | "
+                f"{r['throttled_pct']:.2f}% | {steps} |"
             )
     s3 = (s1 or {}).get("incremental")
     if s3:
@@ -387,6 +422,32 @@ def render(results: dict[str, Any]) -> str:
                 f"| {int(n):,} | {r['wall_seconds']:.1f} | {r['requests']:,} | {r['requests'] / d['minimum_requests']:.2f} | "
                 f"{rows['objects'] / r['wall_seconds']:,.0f} | {rows['childs'] / r['wall_seconds']:,.0f} | {r['peak_rss_mb']:.0f} | "
                 f"{r['cpu_seconds']:.1f} | {rows['objects']:,} / {d['truth']['objects']:,} objects, {rows['childs']:,} / {d['truth']['childs']:,} childs{'' if complete else ' ✗'} |"
+            )
+    s6 = results.get("scenario6")
+    if s6:
+        lines += [
+            "",
+            "## 6. Requests per profile, after a small change, after none",
+            "",
+            "A full run (fan-out on, no latency, no rate limit) against the minimum for the endpoints "
+            "used: per stream ceil(objects / 100) list calls, per conversation one transcript and one call "
+            "per activity type, on the documentation-shaped profile (`docs`: the list leaves out the "
+            "messages' sender) one Get Object more, and the fixed calls. Then, on the same state, a run "
+            "after 1% of the conversations changed, and a run after nothing changed.",
+            "",
+            "| profile | conversations | minimum per conversation | full run requests | minimum | × minimum | after 1% changed | share of full | no change: requests | by endpoint |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for profile, r in s6.items():
+            full, inc, same = r["full"], r["incremental"], r["unchanged"]
+            inc_run = inc.get("run", {})
+            by_endpoint = ", ".join(
+                f"{k} {v}" for k, v in sorted(same.get("requests_by_endpoint", {}).items())
+            )
+            lines.append(
+                f"| {profile} | {r['dataset']['conversations']:,} | {r['per_conversation_minimum']:.0f} | {full.get('requests', 0):,} | "
+                f"{r['minimum_requests']:,} | {_f(r['request_ratio'], 3)} | {inc_run.get('requests', 0):,} | "
+                f"{_f(inc.get('request_share_pct'), 2)}% | {same.get('requests', 0):,} | {by_endpoint} |"
             )
     lines += ["", "## 5. Views (DuckDB)", ""]
     for title, views in _view_sets(results):

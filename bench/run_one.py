@@ -208,6 +208,8 @@ def main(argv: list[str]) -> int:
     spec_path, result_path = argv
     spec = json.loads(Path(spec_path).read_text())
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # The budget's pace decisions (one line per overshoot) show how the rate was found.
+    logging.getLogger("commbox.client").setLevel(logging.INFO)
     profile = spec.get("profile")
     if profile == "pyinstrument":
         from pyinstrument import Profiler

@@ -25,29 +25,32 @@ class Sizes:
 
     conversations: int
     rounds: int
-    rate_conversations: int
-    rate_default_conversations: int  # the out-of-the-box variant is far slower: a smaller account
+    # (requests/s the server allows, conversations): each account sized for a floor of about 75 s
+    rate_plan: tuple[tuple[float, int], ...]
     scale_large: int
     scale_small: int
     concurrency: int = 16
     latency_ms: float = 20.0
-    rate_rps: float = 50.0
     change_share: float = 0.01
+    rate_fault_5xx: float = 0.05
+    # scenario 6 (request counts per profile, incremental, no change): account size
+    request_conversations: int = 3_000
+    # the rate at which the variants beside the default ones run (configured, headers)
+    rate_reference_rps: float = 50.0
 
 
 FULL = Sizes(
     conversations=10_000,
     rounds=3,
-    rate_conversations=10_000,
-    rate_default_conversations=300,
+    rate_plan=((10.0, 250), (50.0, 1250), (200.0, 5000)),
     scale_large=100_000,
     scale_small=10_000,
 )
 QUICK = Sizes(
     conversations=400,
     rounds=3,
-    rate_conversations=200,
-    rate_default_conversations=0,
+    rate_plan=((50.0, 100),),
+    request_conversations=300,
     scale_large=2_000,
     scale_small=400,
 )
@@ -213,57 +216,92 @@ def _minimum_incremental(changed: int) -> int:
     return changed * 3
 
 
-def rate_limited(sizes: Sizes, ws: Workspace) -> dict[str, Any]:
-    """Scenario 2: the same data behind a 50 requests/s token bucket (429 + Retry-After).
-
-    The pipeline runs as a user who knows the published limit configures it
-    (`max_requests_per_second` = the limit), and, on a smaller account because it is several times
-    slower, as it is out of the box (no client ceiling: the 429s alone pace it)."""
-    variants = {}
-    datasets = {}
-    plan = [("configured", sizes.rate_conversations, sizes.rate_rps)]
-    if sizes.rate_default_conversations:
-        plan.append(("default", sizes.rate_default_conversations, 0.0))
-    for label, conversations, ceiling in plan:
+def rate_limited(sizes: Sizes, ws: Workspace, rates: set[float] | None = None) -> dict[str, Any]:
+    """Scenario 2 (issue 15, target 1): the pipeline with its default settings (no
+    `max_requests_per_second`: the limit is unknown) behind the simulator's token bucket (burst 10,
+    429 + Retry-After) at each rate of `sizes.rate_plan`, alone and with 5% of requests failing
+    with 5xx on top; at the reference rate also configured with the limit, and with the server
+    sending RateLimit-* headers. Each account is sized so that the floor (minimum requests / rate)
+    is about 75 s; the wall time includes normalize and load."""
+    variants: dict[str, dict[str, Any]] = {}
+    datasets: dict[str, dict[str, Any]] = {}
+    for rps, conversations in sizes.rate_plan:
+        if rates and rps not in rates:
+            continue
+        plan: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
+            ("default", {}, {}),
+            (f"default, {sizes.rate_fault_5xx:.0%} 5xx", {"fault_5xx_rate": sizes.rate_fault_5xx}, {}),
+        ]
+        if rps == sizes.rate_reference_rps:
+            plan.append(("configured", {}, {"max_requests_per_second": rps}))
+            plan.append(("default, RateLimit-* headers", {"rate_limit_headers": "ietf"}, {}))
         with SimProcess(conversations, latency_ms=sizes.latency_ms) as sim:
             data = Dataset.read(sim, fan_out=True)
             sim.advance(600)
             _warm(sim, data, ws, fan_out=True)
-            sim.configure(rate_limit_rps=sizes.rate_rps)
             minimum = data.minimum_requests(fan_out=True)
-            workdir = ws.new(f"rate-{label}")
-            spec = pipeline_spec(
-                sim,
-                data,
-                workdir,
-                concurrency=sizes.concurrency,
-                fan_out=True,
-                max_requests_per_second=ceiling,
-            )
-            logger.info(
-                "scenario 2: pipeline, %s conversations, max_requests_per_second=%s", conversations, ceiling
-            )
-            result = run_contender(spec, sim, log_dir=ws.logs, label=f"rate-{label}")
+            datasets[f"{rps:g}"] = _dataset(data, sizes, fan_out=True)
+            for label, switches, source in plan:
+                # A fresh, full bucket for every run (the bucket is rebuilt when the rate changes).
+                sim.configure(rate_limit_rps=0, fault_5xx_rate=0.0, rate_limit_headers="")
+                sim.configure(rate_limit_rps=rps, **switches)
+                workdir = ws.new(f"rate-{rps:g}")
+                spec = pipeline_spec(
+                    sim, data, workdir, concurrency=sizes.concurrency, fan_out=True, **source
+                )
+                logger.info("scenario 2: %g requests/s, %s conversations, %s", rps, conversations, label)
+                result = run_contender(spec, sim, log_dir=ws.logs, label=f"rate-{rps:g}-{label}")
+                ws.drop(workdir)
+                wall = result.get("wall_seconds")
+                answered_2xx = int(result.get("status_codes", {}).get("200", 0))
+                result.update(
+                    variant=label,
+                    rps=rps,
+                    fault_5xx_rate=switches.get("fault_5xx_rate", 0.0),
+                    conversations=conversations,
+                    minimum_requests=minimum,
+                    max_requests_per_second=source.get("max_requests_per_second", 0.0),
+                    floor_seconds=minimum / rps,
+                    answered_2xx=answered_2xx,
+                    achieved_rps=answered_2xx / wall if wall else None,
+                    share_of_allowed_rate_pct=100 * (minimum / rps) / wall if wall else None,
+                    throttled_pct=100 * result["throttled"] / max(1, result["requests"]),
+                )
+                variants[f"{rps:g} req/s, {label}"] = result
+    return {"datasets": datasets, "variants": variants}
+
+
+def request_counts(sizes: Sizes, ws: Workspace) -> dict[str, Any]:
+    """Scenario 6 (issue 15, targets 4 and 5): requests of a full run against the minimum for the
+    endpoints used, on the default profile and the documentation-shaped one (whose list leaves
+    out the messages' sender, so each conversation needs its own Get Object); then, on the same
+    state, a run after 1% of the conversations changed and a run after nothing changed."""
+    out: dict[str, Any] = {}
+    for profile in ("default", "docs"):
+        with SimProcess(sizes.request_conversations, profile=profile) as sim:
+            data = Dataset.read(sim, fan_out=True)
+            sim.advance(600)
+            workdir = ws.new(f"requests-{profile}")
+            spec = pipeline_spec(sim, data, workdir, concurrency=sizes.concurrency, fan_out=True)
+            logger.info("scenario 6: %s profile, full run of %s conversations", profile, data.conversations)
+            full = run_contender(spec, sim, log_dir=ws.logs, label=f"requests-{profile}-full")
+            minimum = data.minimum_requests(fan_out=True, sender_lookup=profile == "docs")
+            incremental = _incremental(sim, data, sizes, ws, workdir, [full])
+            sim.advance(600)
+            logger.info("scenario 6: %s profile, a run after no change", profile)
+            unchanged = run_contender(spec, sim, log_dir=ws.logs, label=f"requests-{profile}-unchanged")
             ws.drop(workdir)
-        ok_requests = result["requests"] - result["throttled"]
-        wall = result.get("wall_seconds")
-        result.update(
-            conversations=conversations,
-            minimum_requests=minimum,
-            max_requests_per_second=ceiling,
-            floor_seconds=minimum / sizes.rate_rps,
-            achieved_rps=ok_requests / wall if wall else None,
-            share_of_allowed_rate_pct=100 * (minimum / sizes.rate_rps) / wall if wall else None,
-            throttled_pct=100 * result["throttled"] / max(1, result["requests"]),
-        )
-        variants[label] = result
-        datasets[label] = _dataset(data, sizes, fan_out=True)
-    return {
-        "dataset": datasets["configured"],
-        "datasets": datasets,
-        "rps": sizes.rate_rps,
-        "variants": variants,
-    }
+            out[profile] = {
+                "dataset": _dataset(data, sizes, fan_out=True),
+                "minimum_requests": minimum,
+                "per_conversation_minimum": (minimum - data.list_calls() - len(data.streams) - 4)
+                / max(1, data.conversations),
+                "full": full,
+                "request_ratio": full["requests"] / minimum if full.get("ok") else None,
+                "incremental": incremental,
+                "unchanged": unchanged,
+            }
+    return out
 
 
 def scale(sizes: Sizes, ws: Workspace) -> dict[str, Any]:

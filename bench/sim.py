@@ -29,6 +29,7 @@ class SimProcess:
         days: int = 30,
         streams: int = 4,
         burst: int | None = None,
+        profile: str = "default",
     ) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="commbox-bench-sim-"))
         ready = self._dir / "ready"
@@ -39,6 +40,8 @@ class SimProcess:
         ]  # fmt: skip
         if burst is not None:
             cmd += ["--burst", str(burst)]
+        if profile != "default":
+            cmd += ["--profile", profile]
         self.args = cmd[3:]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 180
