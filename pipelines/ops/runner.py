@@ -80,6 +80,12 @@ class RunSummary:
     holes: list[tuple[int, int, int]] = field(default_factory=list)
     # Loads committed before the last one: a long run commits one every `checkpoint_conversations`.
     checkpoints: int = 0
+    # The pace the extraction achieved (answered requests a second) against the limit its budget
+    # held at the end (configured, or learnt from 429s with every process sharing the account; 0:
+    # nothing limited it). Issue 16.
+    achieved_rps: float = 0.0
+    limit_rps: float = 0.0
+    extract_seconds: float = 0.0
     ok: bool = True
 
     def holes_line(self) -> str:
@@ -103,7 +109,7 @@ class RunSummary:
             f"destination={self.destination} dataset={self.dataset} {rows} windows={self.windows} "
             f"conversations={self.conversations} requests={self.requests} throttled={self.throttled} "
             f"warnings={sum(self.warnings.values())} holes={len(self.holes)} checkpoints={self.checkpoints} "
-            f"duration_s={self.seconds:.1f}"
+            f"achieved_rps={self.achieved_rps:.1f} limit_rps={self.limit_rps:.1f} duration_s={self.seconds:.1f}"
         ).replace("  ", " ")
 
 
@@ -118,6 +124,16 @@ def duckdb_credentials(path: str) -> DuckDbCredentials:
     """DuckDB with a memory ceiling: left alone it takes up to 80% of the machine for a large merge,
     where spilling to disk costs little and keeps a scheduled run's footprint flat."""
     return DuckDbCredentials(path, global_config={"memory_limit": DUCKDB_MEMORY_LIMIT})
+
+
+def default_duckdb_file() -> Path | None:
+    """The DuckDB file `make_pipeline` writes to: `destination.duckdb.credentials` when it is a path,
+    else `commbox.duckdb` in the working directory; None when the credentials are not a path."""
+    configured = dlt.config.get("destination.duckdb.credentials")
+    if configured and not isinstance(configured, str):
+        return None
+    database = duckdb_credentials(configured or str(Path(DEFAULT_DUCKDB_FILE).resolve())).database
+    return None if not database or database == ":memory:" else Path(database)
 
 
 def make_pipeline(
@@ -182,13 +198,29 @@ def pipeline_lock(pipeline: dlt.Pipeline) -> Iterator[None]:
         handle.close()
 
 
-def backfill_pipeline_name(start: str, end: str, stream_ids: Sequence[int]) -> str:
+def backfill_pipeline_name(start: Any, end: Any, stream_ids: Sequence[int]) -> str:
     """Backfills get their own pipeline (own state and working folder) named after the range, so
-    they never touch the scheduled state and can run beside the schedule and each other."""
+    they never touch the scheduled state and can run beside the schedule and each other.
+
+    The name is built from the parsed instants in UTC, never from how they were spelled: a whole
+    day is `20240329` (the names date backfills always had), any other instant `20240329T100000Z`,
+    so `12:00+02:00` and `10:00Z` are one pipeline and the name is always a valid dlt name.
+    """
     streams = (
         hashlib.sha1(",".join(map(str, sorted(stream_ids))).encode()).hexdigest()[:8] if stream_ids else "all"
     )
-    return f"{DEFAULT_PIPELINE_NAME}_backfill_{start}_{end}_{streams}".replace("-", "")
+
+    def label(value: Any, key: str) -> str:
+        moment = parse_moment(value, key).astimezone(UTC)
+        if moment == moment.replace(hour=0, minute=0, second=0, microsecond=0):
+            return moment.strftime("%Y%m%d")
+        return (
+            moment.strftime("%Y%m%dT%H%M%S")
+            + (f"{moment.microsecond:06d}" if moment.microsecond else "")
+            + "Z"
+        )
+
+    return f"{DEFAULT_PIPELINE_NAME}_backfill_{label(start, '--start')}_{label(end, '--end')}_{streams}"
 
 
 def _is_lock_conflict(error: BaseException | None) -> bool:
@@ -299,6 +331,12 @@ def run_pipeline(
             raise ConfigError(f"--end {backfill[1]} is not after --start {backfill[0]}")
         overrides.update(start_date=start, end_date=end, backfill=True)
     config = _source_config(overrides)
+    # Whatever would stop the run after the load is found before any request.
+    check_destination(pipeline)
+    if build_views:
+        from ..reporting.views import check_buildable
+
+        check_buildable(pipeline)
     summary = RunSummary(pipeline.pipeline_name, pipeline.destination.destination_name, pipeline.dataset_name)
     holes: dict[int, list[tuple[int, int]]] = {}
     with pipeline_lock(pipeline):
@@ -340,6 +378,25 @@ def run_pipeline(
     return summary
 
 
+def check_destination(pipeline: dlt.Pipeline) -> None:
+    """Resolve the destination's configuration as the load will, without connecting.
+
+    Raises:
+        ConfigError: the credentials are missing (one line naming the key), before any request.
+    """
+    try:
+        pipeline.destination_client()
+    except ConfigFieldMissingException:
+        name = pipeline.destination.destination_name
+        variable = f"DESTINATION__{name.upper()}__CREDENTIALS"
+        if name == "bigquery":
+            variable += "__PROJECT_ID, __PRIVATE_KEY and __CLIENT_EMAIL"
+        raise ConfigError(
+            f"destination.{name}.credentials: missing; set [destination.{name}] credentials in "
+            f".dlt/secrets.toml or {variable}"
+        ) from None
+
+
 def _source_config(overrides: dict[str, Any]) -> SourceConfig:
     """The source's configuration (`overrides` over `[sources.commbox]`), validated before any
     request; dlt's own configuration errors become one-line `ConfigError`s."""
@@ -372,6 +429,13 @@ def _run_slice(
         context.close()
         summary.requests += context.client.stats.get("requests", 0)
         summary.throttled += context.client.stats.get("throttled", 0)
+        pace = context.pace()
+        summary.extract_seconds += pace["seconds"]
+        answered = summary.requests - summary.throttled
+        summary.achieved_rps = (
+            round(answered / summary.extract_seconds, 3) if summary.extract_seconds else 0.0
+        )
+        summary.limit_rps = pace["limit_rps"]
         for key, count in context.warnings.items():
             summary.warnings[key] = summary.warnings.get(key, 0) + count
         # Retries and repairs at the HTTP level count as warnings too: a run that survived a storm
@@ -438,6 +502,7 @@ def load_sla_tables(pipeline: dlt.Pipeline, sla_config: Any) -> None:
     """(Re)load the SLA policies, business windows and statuses for every stream and the whole span
     of the loaded data, so the views need no time-zone arithmetic."""
     from ..reporting.sla import sla_resources
+    from ..reporting.views import load_inputs
 
     # Views read one version per conversation: loads that did not clean up after themselves (the
     # Airflow DAG's stream tasks load with dlt's own task group) are cleaned up here.
@@ -454,7 +519,8 @@ def load_sla_tables(pipeline: dlt.Pipeline, sla_config: Any) -> None:
     stream_ids = sorted(int(row[0]) for row in rows if row[0] is not None)
     span_start = min(row[1] for row in rows if row[1] is not None)
     span_end = max(row[2] for row in rows if row[2] is not None)
-    pipeline.run(sla_resources(sla_config, stream_ids, span_start, span_end))
+    # Under a pipeline of their own: the data pipeline's trace and state stay the data run's.
+    load_inputs(pipeline, sla_resources(sla_config, stream_ids, span_start, span_end))
 
 
 def has_loaded_objects(pipeline: dlt.Pipeline) -> bool:

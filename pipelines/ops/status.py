@@ -18,6 +18,7 @@ from dlt.common.versioned_state import decompress_state
 
 from ..commbox.tables import TABLE_COLUMNS
 from ..reporting.report_data import RECONCILIATION_NOT_BUILT, Reconciliation, read_reconciliation
+from ..reporting.views import INPUTS_SCHEMA
 
 STATE_TABLE = "_dlt_pipeline_state"
 LOADS_TABLE = "_dlt_loads"
@@ -204,7 +205,7 @@ def _count_rows(client: Any, tables: dict[str, set[str]]) -> tuple[dict[str, int
     return totals, per_stream
 
 
-def _last_run(pipeline: dlt.Pipeline) -> LastRun | None:
+def last_run(pipeline: dlt.Pipeline) -> LastRun | None:
     """The last dlt operation of this pipeline on this machine, from its local trace."""
     try:
         trace = pipeline.last_trace
@@ -214,7 +215,9 @@ def _last_run(pipeline: dlt.Pipeline) -> LastRun | None:
         return None
     for step in trace.steps:
         if step.step_exception:
-            message = " ".join(str(step.step_exception).split())[:300]
+            message = " ".join(str(step.step_exception).split())
+            # dlt wraps the cause in step and resource errors; the cause is what one can act on.
+            message = message.rsplit("caused an exception: ", 1)[-1][:300]
             return LastRun(_utc(trace.finished_at), False, f"failed in {step.step}: {message}")
     return LastRun(_utc(trace.finished_at), True, "ok")
 
@@ -236,7 +239,7 @@ def read_status(pipeline: dlt.Pipeline, now: datetime | None = None) -> Status:
         now or datetime.now(UTC),
         has_dataset=False,
     )
-    status.last_run = _last_run(pipeline)
+    status.last_run = last_run(pipeline)
     with pipeline.sql_client() as client:
         status.has_dataset = client.has_dataset()
         if not status.has_dataset:
@@ -262,9 +265,11 @@ def read_status(pipeline: dlt.Pipeline, now: datetime | None = None) -> Status:
         status.streams = [streams[key] for key in sorted(streams)]
         with contextlib.suppress(Exception):
             loads = client.make_qualified_table_name(LOADS_TABLE)
+            # The SLA inputs' own loads (views.INPUTS_SCHEMA) say nothing about how fresh the data is.
             rows = client.execute_sql(
                 f"select load_id, schema_name, inserted_at from {loads} where status = 0 "
-                "order by inserted_at desc limit 1"
+                "and schema_name <> %s order by inserted_at desc limit 1",
+                INPUTS_SCHEMA,
             )
             if rows:
                 status.last_load_id, status.last_load_schema = rows[0][0], rows[0][1]
@@ -321,7 +326,8 @@ def render_status(status: Status) -> str:
     )
     lines.append("")
     lines.append(
-        "stored rows: " + (" ".join(f"{name}={count}" for name, count in sorted(status.tables.items())) or "none")
+        "stored rows: "
+        + (" ".join(f"{name}={count}" for name, count in sorted(status.tables.items())) or "none")
     )
     if status.last_load_at is not None:
         lines.append(

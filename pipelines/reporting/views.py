@@ -52,6 +52,8 @@ SOURCE_DIALECT = "postgres"
 RAW_PLACEHOLDER = "commbox_raw"
 SCHEMA_PLACEHOLDER = "commbox_reporting"
 DIALECTS = ("duckdb", "postgres", "bigquery")
+# The dlt schema the SLA inputs and the empty raw tables are loaded under (see inputs_pipeline()).
+INPUTS_SCHEMA = "commbox_sla"
 
 
 def _dialect_functions() -> dict[str, dict[str, str]]:
@@ -257,6 +259,39 @@ def _table_columns(client: Any, dialect: str, schema: str) -> dict[str, dict[str
     return found
 
 
+def inputs_pipeline(pipeline: Any) -> Any:
+    """The pipeline that loads what the views need besides the data: the SLA inputs and the empty raw
+    tables a load never produced.
+
+    It is the data pipeline's destination, dataset and working folder under a name of its own
+    (`<name>_sla`) and the schema `commbox_sla`: loaded under the data pipeline, these small loads
+    became its last trace, so `dlt pipeline commbox trace` and `commbox-etl status` described them
+    instead of the data run.
+    """
+    import dlt
+
+    return dlt.pipeline(
+        pipeline_name=f"{pipeline.pipeline_name}_sla",
+        destination=pipeline.destination,
+        dataset_name=pipeline.dataset_name,
+        pipelines_dir=pipeline.pipelines_dir,
+    )
+
+
+def load_inputs(pipeline: Any, resources: Sequence[Any]) -> None:
+    """Load `resources` into the pipeline's dataset through `inputs_pipeline()`, its trace scrubbed of
+    secrets as the data run's is."""
+    import dlt
+
+    from ..commbox.redact import scrub_trace
+
+    inputs = inputs_pipeline(pipeline)
+    try:
+        inputs.run(resources, schema=dlt.Schema(INPUTS_SCHEMA)).raise_on_failed_jobs()
+    finally:
+        scrub_trace(inputs)
+
+
 def _materialize_missing_raw_tables(pipeline: Any, existing: set[str]) -> None:
     """Create, empty, the raw tables a load never produced (transcripts switched off, no activity types,
     no rejects yet), so every staging view has a table to read."""
@@ -267,12 +302,28 @@ def _materialize_missing_raw_tables(pipeline: Any, existing: set[str]) -> None:
     missing = [table for table in TABLE_COLUMNS if table not in existing]
     if missing:
         logger.info("creating empty raw tables %s", ", ".join(missing))
-        pipeline.run(
+        load_inputs(
+            pipeline,
             [
                 dlt.resource([dlt.mark.materialize_table_schema()], name=table, columns=TABLE_COLUMNS[table])
                 for table in missing
-            ]
+            ],
         )
+
+
+def check_buildable(pipeline: Any) -> None:
+    """Render every model for the pipeline's destination with the configured custom fields, so that a
+    run whose views could not be built refuses before it loads anything.
+
+    Raises:
+        ConfigError: one line naming the setting (`reporting.custom_fields`) or the destination.
+    """
+    fields = custom_fields_setting()
+    try:
+        render_views(_destination_dialect(pipeline), pipeline.dataset_name, SCHEMA_PLACEHOLDER, None, fields)
+    except ValueError as error:
+        name = pipeline.destination.destination_name
+        raise ConfigError(f"views: cannot be built on {name} ({error}); run with --no-views") from None
 
 
 def build_views(
