@@ -99,6 +99,21 @@ def test_a_warehouse_without_the_dataset_is_nothing_loaded_too(tmp_path):
     assert left_in(tmp_path) == ["warehouse.duckdb"]
 
 
+@pytest.mark.postgres
+def test_before_any_load_on_postgres_leaves_no_working_folder(tmp_path, postgres_credentials):
+    """No file to look for first: the dataset is asked for, and the working folder that took goes."""
+    env = clean_env(DESTINATION__POSTGRES__CREDENTIALS=postgres_credentials)
+    for command in (["report"], ["views"], ["status"]):
+        result = cli(
+            tmp_path, *command, "--destination", "postgres", "--pipelines-dir", str(tmp_path / "p"), env=env
+        )
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.splitlines() == [
+            "commbox-etl: nothing loaded yet into postgres dataset commbox_raw: run `commbox-etl run` first"
+        ]
+        assert left_in(tmp_path) == []
+
+
 def test_before_any_load_after_a_failed_run_says_how_it_failed(sim, cli_env, monkeypatch, capsys):
     monkeypatch.setenv("SOURCES__COMMBOX__API_KEY", "not-the-key")
     assert main(["run", "--no-views", *cli_env]) == 1
