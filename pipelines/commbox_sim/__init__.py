@@ -8,7 +8,7 @@
 
     sim = Simulator(SimConfig.from_profile("docs", conversations=300))   # the vendor's documented shapes
 
-See the README section "The CommBox API simulator" for the endpoints, switches and semantics, and
+See docs/simulator.md for the endpoints, switches and semantics, and
 docs/simulator-profiles.md for the profiles, the paging switches and ``mutate(bulk=...)``.
 """
 

@@ -14,7 +14,7 @@ from .simulator import Simulator
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="commbox-sim", description="Serve the CommBox API simulator on loopback."
+        prog="commbox-etl simulate", description="Serve the CommBox API simulator on loopback."
     )
     d = SimConfig()
     g = p.add_argument_group("server")
