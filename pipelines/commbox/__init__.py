@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -49,6 +50,7 @@ from .settings import (
     STATS_STREAMS,
     STREAM_AVAILABILITY,
 )
+from .shared_budget import shared_budget_for
 from .tables import TABLE_COLUMNS, VERSION_COLUMN, VERSION_FLOOR
 from .walker import StreamWalker
 from .windows import CapTracker, WindowReader
@@ -75,6 +77,9 @@ class RunContext:
             max_retry_wait_seconds=settings.max_retry_wait_seconds,
             request_timeout_seconds=settings.request_timeout_seconds,
         )
+        # Issue 16: one budget with every other process reading this account at the same time.
+        self.client.budget.shared = shared_budget_for(settings.base_url, settings.shared_budget)
+        self.started = time.monotonic()
         self.warnings = Warnings()
         self.caps = CapTracker(settings.page_size)
         self.progress: dict[int, dict[str, Any]] = {}
@@ -109,6 +114,30 @@ class RunContext:
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
                 self._pool = None
+        if self.client.budget.shared is not None:
+            self.client.budget.shared.close()
+
+    def pace(self) -> dict[str, Any]:
+        """The pace this extraction achieved against the limit it found, for the run summary and
+        the source state (`status` shows it): answered requests a second since the context was
+        built, and the pace its budget (shared with other processes, when it is) held at the end:
+        the configured ceiling, the rate learnt from 429s, or 0 when nothing limited it."""
+        seconds = max(1e-6, time.monotonic() - self.started)
+        stats = self.client.stats
+        answered = stats.get("requests", 0) - stats.get("throttled", 0)
+        shared = self.client.budget.shared
+        limit = self.client.budget.pace
+        if shared is not None and shared.account_pace:
+            limit = shared.account_pace
+        return {
+            "requests": stats.get("requests", 0),
+            "throttled": stats.get("throttled", 0),
+            "seconds": round(seconds, 3),
+            "achieved_rps": round(answered / seconds, 3),
+            "limit_rps": round(limit, 3),
+            "configured": bool(self.settings.max_requests_per_second),
+            "processes": shared.members if shared is not None else 1,
+        }
 
     def stream_stats(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -208,6 +237,9 @@ def _conversations(context: RunContext) -> Iterator[TDataItem]:
         # A backfill that read its range whole leaves nothing behind: scheduled intervals (Airflow)
         # would otherwise pile up one empty entry each.
         root.pop(key, None)
+    # The pace this read achieved against the limit it found (issue 16), committed with the load
+    # so that `status` can show it for every pipeline that loads into the dataset.
+    dlt.current.source_state()["pace"] = {"at": now.isoformat(), **context.pace()}
 
 
 # The tables every conversation read feeds. Their rows and the stream cursors move together, so a

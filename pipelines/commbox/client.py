@@ -153,6 +153,10 @@ class RequestBudget:
         self._probe_after = 0.0
         self._last_adjust = 0.0
         self.events = 0  # overshoots reacted to (429s or an exhausted quota), for the run's log
+        # Issue 16: an optional `shared_budget.SharedBudget` joining the other processes that read
+        # the same account: it gives every start, hears every answer and 429, and tells this budget
+        # what the others' requests met. None: this process alone.
+        self.shared: Any = None
 
     @property
     def pace(self) -> float:
@@ -166,6 +170,8 @@ class RequestBudget:
             sent = self._sent_at(sent_at)
             with self._lock:
                 self._answers.append(sent)
+        if self.shared is not None:  # issue 16
+            self.shared.answered(self, self._sent_at(sent_at))
 
     record_success = record_answer
 
@@ -178,6 +184,8 @@ class RequestBudget:
         """A 429 for a request sent at `sent_at` (default: this thread's last start): everyone waits
         `seconds`, and an unconfigured budget learns from it (once per overshoot)."""
         sent = self._sent_at(sent_at)
+        if self.shared is not None:  # issue 16: pause the others, and hear them first
+            self.shared.throttled(self, seconds, sent)
         with self._lock:
             now = time.monotonic()
             self._paused_until = max(self._paused_until, now + seconds)
@@ -321,6 +329,8 @@ class RequestBudget:
                         )
                         break
                 time.sleep(min(start - now, 0.5))
+            if self.shared is not None:  # issue 16: then the account's schedule and pause
+                now = self.shared.acquire(self)
         except BaseException:
             self._slots.release()
             raise

@@ -94,6 +94,9 @@ SETTINGS: dict[str, Setting] = {
     "pseudonymize_key": Setting(None, TSecretStrValue | None),
     # 0 means one load for the whole run; otherwise a load (a checkpoint) every so many conversations.
     "checkpoint_conversations": Setting(DEFAULT_CHECKPOINT_CONVERSATIONS, int, (0, 10_000_000, True)),
+    # One request budget for every process reading the account at once (shared_budget.py): "auto"
+    # (a folder in the temporary directory), a folder every such process can reach, or "off".
+    "shared_budget": Setting("auto", str),
 }
 # Accepted ranges of the numeric settings, inclusive: (low, high, whole numbers only).
 BOUNDS: dict[str, tuple[float, float, bool]] = {
@@ -132,6 +135,7 @@ class SourceSettings:
     backfill: bool
     pseudonymize: bool = False
     checkpoint_conversations: int = 0
+    shared_budget: str = "auto"
 
 
 def parse_moment(value: Any, key: str) -> datetime:
@@ -227,6 +231,20 @@ def bounded(value: Any, key: str, *, zero_means_none: bool = False) -> float:
             f"{key}: {value!r} is outside the accepted range {_shown(low)} to {_shown(high)}{extra}"
         )
     return number
+
+
+def _shared_budget(value: Any) -> str:
+    """`auto`, `off` or a folder (created when missing; it must not be a file)."""
+    if value is None:
+        return "auto"
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"shared_budget: {value!r} is not auto, off or a folder")
+    value = value.strip()
+    if value.lower() in ("auto", "off"):
+        return value.lower()
+    if os.path.exists(value) and not os.path.isdir(value):
+        raise ConfigError(f"shared_budget: {value} is a file, not a folder")
+    return value
 
 
 def _bool(value: Any, key: str) -> bool:
@@ -379,6 +397,7 @@ def validate(**raw: Any) -> SourceSettings:
         backfill=backfill,
         pseudonymize=_pseudonymize(given["pseudonymize"], given["pseudonymize_key"]),
         checkpoint_conversations=int(number("checkpoint_conversations")),
+        shared_budget=_shared_budget(given["shared_budget"]),
     )
 
 

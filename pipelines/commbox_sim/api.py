@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import zlib
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
@@ -96,6 +97,8 @@ class Stats:
         self.faults: Counter[str] = Counter()
         self.throttled = 0
         self.bytes_sent = 0
+        # Requests per second of the machine's clock: what a rate ceiling promises is checked here.
+        self.per_second: Counter[int] = Counter()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -105,6 +108,7 @@ class Stats:
             "throttled": self.throttled,
             "faults": dict(self.faults),
             "bytes_sent": self.bytes_sent,
+            "requests_per_second": {str(k): v for k, v in sorted(self.per_second.items())},
         }
 
 
@@ -133,6 +137,7 @@ class Api:
         route, params = _match(path)
         stats = self.stats
         stats.requests[route or ("not_implemented" if _WRITE_ONLY.match(path) else "unknown")] += 1
+        stats.per_second[int(time.time())] += 1
         retry_after = sim.faults.throttle()
         if retry_after is not None:
             stats.throttled += 1

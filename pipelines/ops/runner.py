@@ -80,6 +80,12 @@ class RunSummary:
     holes: list[tuple[int, int, int]] = field(default_factory=list)
     # Loads committed before the last one: a long run commits one every `checkpoint_conversations`.
     checkpoints: int = 0
+    # The pace the extraction achieved (answered requests a second) against the limit its budget
+    # held at the end (configured, or learnt from 429s with every process sharing the account; 0:
+    # nothing limited it). Issue 16.
+    achieved_rps: float = 0.0
+    limit_rps: float = 0.0
+    extract_seconds: float = 0.0
     ok: bool = True
 
     def holes_line(self) -> str:
@@ -103,7 +109,7 @@ class RunSummary:
             f"destination={self.destination} dataset={self.dataset} {rows} windows={self.windows} "
             f"conversations={self.conversations} requests={self.requests} throttled={self.throttled} "
             f"warnings={sum(self.warnings.values())} holes={len(self.holes)} checkpoints={self.checkpoints} "
-            f"duration_s={self.seconds:.1f}"
+            f"achieved_rps={self.achieved_rps:.1f} limit_rps={self.limit_rps:.1f} duration_s={self.seconds:.1f}"
         ).replace("  ", " ")
 
 
@@ -423,6 +429,13 @@ def _run_slice(
         context.close()
         summary.requests += context.client.stats.get("requests", 0)
         summary.throttled += context.client.stats.get("throttled", 0)
+        pace = context.pace()
+        summary.extract_seconds += pace["seconds"]
+        answered = summary.requests - summary.throttled
+        summary.achieved_rps = (
+            round(answered / summary.extract_seconds, 3) if summary.extract_seconds else 0.0
+        )
+        summary.limit_rps = pace["limit_rps"]
         for key, count in context.warnings.items():
             summary.warnings[key] = summary.warnings.get(key, 0) + count
         # Retries and repairs at the HTTP level count as warnings too: a run that survived a storm

@@ -1,0 +1,328 @@
+"""One request budget for every process that reads the same account at the same time.
+
+The CommBox rate limit belongs to the account, but each process (a cron run, a backfill beside it,
+each stream task of the Airflow DAG) builds its own `RequestBudget`. Alone, each one would pace
+itself at the whole limit and learn the limit from its own answers only: N processes send N times
+the rate and every one of them fights the others' 429s. A `SharedBudget` joins them through a small
+file under an exclusive `fcntl.flock`, kept in a directory every process on the machine can reach
+(nothing new to deploy):
+
+- **One schedule.** Every request of every process takes its start from one shared schedule
+  (`next_start`, spaced `1 / pace`), so the configured `max_requests_per_second` is the account's
+  total however many processes run. The pace is the median of those the live processes' budgets hold
+  (a configured ceiling, or the rate each learnt).
+- **One pause.** A 429 seen by any process pauses every process until its `Retry-After` is over.
+- **One view of the server.** Every answer and every 429, with the moment its request was sent, goes
+  into the file's log; before each request every process feeds the others' new entries to its own
+  budget (`record_answer`, `pause`), so each budget brackets the account's rate from the answers of
+  all processes, as one process with more workers would, and they all find and hold the same limit.
+
+The file lives in `<directory>/commbox-budget-<sha256 of the base URL>.bin` (never the key): by
+default a folder in the system's temporary directory, `shared_budget = "<directory>"` names another
+(a volume the workers share), `"off"` leaves each process on its own. Times are
+`time.monotonic()`, one clock for every process of a machine; across machines (Airflow workers on
+several hosts) the tasks do not share a file, see docs/operations.md.
+
+Layout of the file: a 4 KiB header (JSON, space-padded: the schedule, the pause, the members' paces,
+the log's sequence numbers), then the log, 24 bytes an entry (`sent_at`, `paused_until` (0 for an
+answer), the member that logged it). The log is compacted to its newest `KEEP_ENTRIES` when it grows past `MAX_ENTRIES`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import random
+import statistics
+import struct
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+logger = logging.getLogger("commbox.shared_budget")
+
+HEADER_BYTES = 4096
+ENTRY = struct.Struct("<ddQ")  # sent_at, paused_until (0: an answer), member
+MAX_ENTRIES = 65536  # about 1 MiB of log before it is compacted
+KEEP_ENTRIES = 8192
+# A member that has not asked for a start this long is gone (finished, killed): its pace no longer
+# counts.
+MEMBER_SECONDS = 5.0
+# A start may be booked this far ahead, so a worker sleeps until its start without holding the file;
+# a 429 that arrives meanwhile still stops it (the pause is checked again before it sends).
+BOOK_AHEAD_SECONDS = 0.1
+EARLY_SECONDS = 0.001  # a start due within this goes now
+DIRECTORY_NAME = "commbox-etl-budgets"
+OFF = "off"
+AUTO = "auto"
+
+
+class Learner(Protocol):
+    """What a `SharedBudget` needs of a process's `RequestBudget`: its pace, and to be told what the
+    other processes' requests met."""
+
+    @property
+    def pace(self) -> float: ...
+
+    def record_answer(self, sent_at: float | None = None) -> None: ...
+
+    def pause(self, seconds: float, sent_at: float | None = None) -> None: ...
+
+
+def budget_path(base_url: str, directory: str | os.PathLike[str] | None = None) -> Path:
+    """Where the budget of the account at `base_url` lives: one file per base URL (its SHA-256, so
+    the file name shows neither the host nor, ever, the key)."""
+    digest = hashlib.sha256(base_url.rstrip("/").lower().encode()).hexdigest()[:24]
+    folder = Path(directory) if directory else Path(tempfile.gettempdir()) / DIRECTORY_NAME
+    return folder / f"commbox-budget-{digest}.bin"
+
+
+def shared_budget_for(base_url: str, setting: str) -> SharedBudget | None:
+    """The shared budget a `shared_budget` setting asks for: None for "off", the default folder for
+    "auto" (or empty), else the named folder (created when missing)."""
+    value = (setting or AUTO).strip()
+    if value.lower() == OFF:
+        return None
+    path = budget_path(base_url, None if value.lower() == AUTO else value)
+    if value.lower() == AUTO:
+        _forget_old(path.parent)
+    return SharedBudget(path)
+
+
+def _forget_old(folder: Path, days: float = 2.0) -> None:
+    """Remove budgets of the default folder nobody used for `days` (every base URL gets a file;
+    test runs and retired accounts would leave them behind for good)."""
+    cutoff = time.time() - days * 86400
+    with contextlib.suppress(OSError):
+        for path in folder.glob("commbox-budget-*.bin"):
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+
+
+class SharedBudget:
+    """The shared schedule, pause and log of one account (see the module docstring).
+
+    `RequestBudget` calls `acquire` after its own pacing let a request through, `answered` for every
+    answer that took a server token and `throttled` for every 429; `close` flushes what is pending.
+    All four are thread-safe. `clock` and `sleep` are injectable for tests on a fake clock.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._clock = clock
+        self._sleep = sleep
+        self._gate = threading.Lock()  # one thread of this process at a time holds the file
+        self._pending_lock = threading.Lock()
+        self._pending: list[tuple[float, float, int]] = []
+        self._local = threading.local()
+        self._id = random.getrandbits(63)
+        self._member = f"{os.getpid()}-{self._id:x}"
+        self._seen: int | None = None  # the sequence number of the next log entry to read
+        self._fd: int | None = None
+        # What this process learnt of the account, for the run summary and `status`.
+        self.account_pace = 0.0
+        self.members = 1
+        self.fed = 0
+
+    def __repr__(self) -> str:
+        return f"SharedBudget({str(self.path)!r})"
+
+    # -------------------------------------------------------------------------------- the hooks
+
+    def acquire(self, budget: Learner) -> float:
+        """Wait for this request's start on the shared schedule; the moment it may be sent.
+
+        Before deciding, the other processes' new answers and 429s are fed to `budget`, and this
+        process's pace is published; the schedule runs at the median pace of the live members.
+        """
+        while True:
+            booked = None
+            with self._state(budget) as state:
+                now = self._clock()
+                pace = state["pace"]
+                # Unpaced (no member has a pace yet) ignores a schedule left from an earlier pace.
+                due = state["next_start"] if pace > 0 else 0.0
+                start = max(now, due, state["paused_until"])
+                if start <= now + EARLY_SECONDS:
+                    if pace > 0:
+                        # From the later of the due start and now: a late start grants no burst.
+                        state["next_start"] = max(now, state["next_start"]) + 1.0 / pace
+                    return now
+                if pace > 0 and state["paused_until"] <= now and start - now <= BOOK_AHEAD_SECONDS:
+                    state["next_start"] = start + 1.0 / pace
+                    booked = start
+                    wait = start - now
+                else:
+                    # Too far ahead to book: look again shortly before it is due (spread a little,
+                    # so the waiting workers of several processes do not all wake at once).
+                    wait = max(start - now - BOOK_AHEAD_SECONDS, EARLY_SECONDS)
+                    wait += random.uniform(0, min(0.02, BOOK_AHEAD_SECONDS / 2))
+            self._sleep(min(wait, 1.0))
+            if booked is not None:
+                with self._state(budget) as state:
+                    # A 429 anywhere since the booking pauses this start too.
+                    if state["paused_until"] <= booked + EARLY_SECONDS:
+                        return max(booked, self._clock())
+
+    def answered(self, budget: Learner, sent_at: float) -> None:
+        """An answer (not a 429) to a request of this process sent at `sent_at`, logged at once:
+        a budget that meets a 429 brackets the rate from the answers it knows of, so the others'
+        must be there already (batching them until the next request made every budget's idea of
+        the server's burst too small, and its pace too high)."""
+        if getattr(self._local, "feeding", False):
+            return
+        with self._pending_lock:
+            self._pending.append((sent_at, 0.0, self._id))
+        with self._state(budget):
+            pass
+
+    def throttled(self, budget: Learner, seconds: float, sent_at: float) -> None:
+        """A 429 to a request of this process sent at `sent_at`: every process pauses `seconds`
+        from now, written at once; `budget` hears the others' news first, so it learns from this
+        429 knowing every answer the account had."""
+        if getattr(self._local, "feeding", False):
+            return
+        with self._pending_lock:
+            self._pending.append((sent_at, self._clock() + max(0.0, seconds), self._id))
+        with self._state(budget):
+            pass
+
+    def close(self) -> None:
+        """Write what is pending and leave the account (this member's pace stops counting)."""
+        with contextlib.suppress(OSError), self._state(None, leaving=True):
+            pass
+        with self._gate:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    # ------------------------------------------------------------------------------ the file
+
+    @contextlib.contextmanager
+    def _state(self, budget: Learner | None, *, leaving: bool = False) -> Iterator[dict[str, Any]]:
+        """The header under the file lock, with the other members' new log entries fed to `budget`,
+        this member's pace published and the account's pace (`state["pace"]`) worked out; written
+        back, with this process's pending entries appended, on leaving the block."""
+        with self._gate:
+            fd = self._open()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                header = self._read_header(fd)
+                now = self._clock()
+                if self._seen is None or self._seen < header["base"]:
+                    # Joining (or fallen behind a compaction): what came before is history; the
+                    # pause and the members' paces carry what matters of it.
+                    self._seen = header["next"]
+                if budget is not None:
+                    self._feed(fd, header, budget, now)
+                members = {
+                    key: value
+                    for key, value in header["members"].items()
+                    if now - value[1] <= MEMBER_SECONDS or key == self._member
+                }
+                if leaving:
+                    members.pop(self._member, None)
+                elif budget is not None:
+                    members[self._member] = [budget.pace, now]
+                header["members"] = members
+                # Every member hears the same answers and 429s, so their paces differ only by when
+                # they heard them: the median keeps one late (or early) member from setting it.
+                paces = [pace for pace, _ in members.values() if pace > 0]
+                header["pace"] = statistics.median_low(paces) if paces else 0.0
+                self.account_pace = header["pace"]
+                self.members = max(self.members, len(members))
+                yield header
+                self._append(fd, header)
+                del header["pace"]
+                self._write_header(fd, header)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        return self._fd
+
+    def _read_header(self, fd: int) -> dict[str, Any]:
+        raw = os.pread(fd, HEADER_BYTES, 0)
+        try:
+            header = json.loads(raw.decode()) if raw.strip() else {}
+        except ValueError:
+            logger.warning("%s: unreadable shared budget, starting it afresh", self.path)
+            header = {}
+        if not isinstance(header, dict) or header.get("v") != 1:
+            header = {}
+        fresh = {"v": 1, "base": 0, "next": 0, "next_start": 0.0, "paused_until": 0.0, "members": {}}
+        if not header:
+            os.ftruncate(fd, HEADER_BYTES)
+        return {**fresh, **header}
+
+    def _write_header(self, fd: int, header: dict[str, Any]) -> None:
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        if len(raw) > HEADER_BYTES:
+            # Members are the only part that grows: keep the freshest ones.
+            newest = sorted(header["members"].items(), key=lambda item: item[1][1])[-32:]
+            raw = json.dumps({**header, "members": dict(newest)}, separators=(",", ":")).encode()
+        os.pwrite(fd, raw.ljust(HEADER_BYTES), 0)
+
+    def _feed(self, fd: int, header: dict[str, Any], budget: Learner, now: float) -> None:
+        """Tell `budget` what the other members' requests met since it last looked."""
+        assert self._seen is not None
+        count = header["next"] - self._seen
+        if count <= 0:
+            return
+        offset = HEADER_BYTES + (self._seen - header["base"]) * ENTRY.size
+        raw = os.pread(fd, count * ENTRY.size, offset)
+        self._seen = header["next"]
+        self._local.feeding = True
+        try:
+            for sent_at, paused_until, member in ENTRY.iter_unpack(
+                raw[: len(raw) // ENTRY.size * ENTRY.size]
+            ):
+                if member == self._id:
+                    continue
+                self.fed += 1
+                if paused_until:
+                    budget.pause(max(0.0, paused_until - now), sent_at)
+                else:
+                    budget.record_answer(sent_at)
+        finally:
+            self._local.feeding = False
+
+    def _append(self, fd: int, header: dict[str, Any]) -> None:
+        """Append this process's pending entries to the log (compacting it when it is long) and
+        apply their pauses (`_feed` skips this member's own entries when it reads past them)."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        if not pending:
+            return
+        if header["next"] - header["base"] + len(pending) > MAX_ENTRIES:
+            self._compact(fd, header)
+        offset = HEADER_BYTES + (header["next"] - header["base"]) * ENTRY.size
+        os.pwrite(fd, b"".join(ENTRY.pack(*entry) for entry in pending), offset)
+        header["next"] += len(pending)
+        for _, paused_until, _ in pending:
+            header["paused_until"] = max(header["paused_until"], paused_until)
+
+    def _compact(self, fd: int, header: dict[str, Any]) -> None:
+        keep = min(KEEP_ENTRIES, header["next"] - header["base"])
+        start = HEADER_BYTES + (header["next"] - header["base"] - keep) * ENTRY.size
+        tail = os.pread(fd, keep * ENTRY.size, start)
+        os.pwrite(fd, tail, HEADER_BYTES)
+        os.ftruncate(fd, HEADER_BYTES + len(tail))
+        header["base"] = header["next"] - keep
