@@ -10,10 +10,8 @@ a pause that a 429 imposes on all workers at once).
 
 from __future__ import annotations
 
-import bisect
 import email.utils
 import logging
-import math
 import re
 import threading
 import time
@@ -43,18 +41,21 @@ from .settings import (
 logger = logging.getLogger("commbox.client")
 
 # Pacing learnt from what the server says when no ceiling is configured (see RequestBudget).
-ANSWER_LOG = 65536  # answers remembered for the windows of the lower bound
+ANSWER_LOG = 65536  # answers (and starts) remembered for the windows of the bounds
+LOOK_BACK_SECONDS = 120.0  # the bounds look this far back
+MIN_SPAN_SECONDS = 0.25  # shorter spans would bound the rate by the answers' timing jitter
 MIN_WINDOW_SECONDS = 0.5
+RAMP_PER_SECOND = 4.0  # from the first 429 until the first bracket closes
 BACKOFF_FACTOR = 0.5  # at an overshoot that bounds nothing from below, half the pace
-CONFIRM_TOLERANCE = 0.03
-RAMP_PER_SECOND = 4.0  # until the first bracket closes
+CONFIRM_TOLERANCE = 0.03  # a floor within this of the last one confirms it
 PAYBACK = 2.0  # rest until the expected gain is this many times the pause it risks
-CREEP_SECONDS = (
-    8.0  # time constant of the approach to the ceiling  # a floor within this of the last one confirms it
-)
 QUIET_SECONDS = 2.0  # rest at least this long before creeping up; doubles when confirmed
 MAX_QUIET_SECONDS = 600.0
-PROBE_PER_SECOND = 0.005
+CREEP_SECONDS = 8.0  # time constant of the approach to the ceiling
+PROBE_PER_SECOND = 0.005  # past the ceiling
+ADJUST_SECONDS = 0.25  # the pace changes at most this often
+RAMP_USED = 0.5  # the ramp grows only while the run sends at least this share of its pace
+CREEP_USED = 0.9  # and creeps only above this share
 MAX_QUOTA_WAIT_SECONDS = 60.0
 # Throttling can last a while; errors should not. 429s get this many times more attempts.
 THROTTLE_ATTEMPTS_FACTOR = 5
@@ -141,13 +142,15 @@ class RequestBudget:
         self._mode = "free"  # free (no 429 yet), ramp (bracketing the rate), cruise, told (by headers)
         # When each answer the server let through (2xx, 4xx, 5xx: every one took a token) was sent.
         self._answers: deque[float] = deque(maxlen=ANSWER_LOG)
+        self._starts: deque[float] = deque(maxlen=ANSWER_LOG)  # when each request went out
+        self._started = 0  # starts since the last adjustment
         self._burst = 0.0  # the server's burst as the first 429 showed it (an upper bound)
         self._reacted_at = float("-inf")
         self._floor = 0.0  # the server's rate is at least this
         self._ceiling = 0.0  # and at most this (the pace of the last overshoot)
         self._told = 0.0  # the rate the server's RateLimit-Policy states
         self._told_factor = 1.0
-        self._last_sent_overshoot = (float("-inf"), 0.0)
+        self._last_sent_overshoot = self._first_overshoot = (float("-inf"), 0.0)
         self._quiet = QUIET_SECONDS
         self._confirmed = 0
         self._probe_after = 0.0
@@ -233,23 +236,34 @@ class RequestBudget:
             self._burst = float(max(1, sum(1 for t in self._answers if t <= sent)))
             self._pace = max(1.0 / max(wait, 1e-3), self._burst / max(wait, 1.0))
             self._mode = "ramp"
-            self._last_sent_overshoot = (sent, wait)
+            self._last_sent_overshoot = self._first_overshoot = (sent, wait)
             self._next_start = 0.0
+            self._started = 0
             self._last_adjust = now + wait
             logger.info("throttled: finding the server's rate (burst ≤ %d)", self._burst)
             return
         floor = max(self._lower_bound(sent), self._since_last_overshoot(sent))
+        # The burst was bounded by everything answered before the first 429; now that the rate is
+        # bounded from below, the tokens it handed out then bound the burst more tightly.
+        first_sent, _ = self._first_overshoot
+        for _ in range(2):
+            burst = _most_above(self._answers, first_sent, floor) + 1
+            if burst >= self._burst:
+                break
+            self._burst = burst
+            floor = max(floor, self._lower_bound(sent))
         if self._mode == "ramp":
-            # The pace when the throttled request went out; the ramp drained the burst from the
-            # moment it passed the server's rate, which places that rate (an estimate, not a bound:
-            # the next overshoot corrects it).
+            # The pace when it went out (the ramp grows only while it is used).
             self._pace /= RAMP_PER_SECOND ** max(0.0, now - sent)
-            floor = max(floor, _ramp_crossing(self._pace, self._burst))
+        else:
+            # What overshot is what was sent, which is less than the pace when the run had fewer
+            # requests to make than the pace allowed.
+            self._pace = min(self._pace, max(self._sending_rate(sent), floor))
         confirmed = self._floor > 0 and abs(floor - self._floor) <= CONFIRM_TOLERANCE * self._floor
         # The pace that overshot is an upper bound; the floor a lower one. Cruise at the floor,
         # and creep back towards the ceiling, at once while the bracket is wide, after a quiet
         # spell (doubling each time an overshoot confirms the floor) once it is narrow.
-        self._ceiling = self._pace
+        self._ceiling = min(self._pace, max(_best_rate_above(self._answers, sent, self._burst)[1], floor))
         self._floor = min(floor, self._ceiling) if floor > 0 else self._ceiling * BACKOFF_FACTOR
         self._pace = self._floor
         self._confirmed = self._confirmed + 1 if confirmed else 0
@@ -260,6 +274,7 @@ class RequestBudget:
         gain = max(self._ceiling / self._floor - 1.0, 1e-3) / 2
         self._quiet = min(max(QUIET_SECONDS * 2.0**self._confirmed, PAYBACK * cost / gain), MAX_QUIET_SECONDS)
         self._mode = "cruise"
+        self._started = 0
         self._last_sent_overshoot = (sent, wait)
         self._probe_after = now + wait + self._quiet
         self._last_adjust = now + wait
@@ -269,6 +284,16 @@ class RequestBudget:
             self._floor,
             self._ceiling,
         )
+
+    def _sending_rate(self, sent: float) -> float:
+        """Starts a second over a short window before `sent` (lock held)."""
+        window = max(MIN_WINDOW_SECONDS, 8.0 / self._pace) if self._pace else MIN_WINDOW_SECONDS
+        count = 0
+        for t in reversed(self._starts):
+            if t <= sent - window:
+                break
+            count += t <= sent
+        return count / window
 
     def _since_last_overshoot(self, sent: float) -> float:
         """A lower bound from the span since the last overshoot, when the server's bucket was empty:
@@ -283,33 +308,29 @@ class RequestBudget:
         return max((count - 1) / span, (count - 1 - self._burst) / (span - paused))
 
     def _lower_bound(self, sent: float) -> float:
-        """The most the server can be said to allow for sure: over any window ending at `sent`, its
-        bucket handed out at most its burst plus its rate times the window (lock held)."""
-        answers = [t for t in self._answers if t <= sent]
-        best = 0.0
-        window = MIN_WINDOW_SECONDS
-        oldest = answers[0] if answers else sent
-        while True:
-            since = sent - window
-            count = len(answers) - bisect.bisect_left(answers, since)
-            best = max(best, (count - self._burst) / window)
-            if since <= oldest:
-                return best
-            window *= 2
+        """The most the server can be said to allow for sure: from any moment until `sent`, when its
+        bucket was empty, it handed out at most its burst plus its rate times the span, so the
+        rate is at least (answers since then - burst) / span; the best such moment is when the
+        bucket was last full (lock held)."""
+        return _best_rate_above(self._answers, sent, self._burst)[0]
 
     def _adapt(self, now: float) -> None:
         """Ramp (double every second) while the rate is bracketed from below, creep above the floor
         after a quiet spell (lock held)."""
-        if self._mode not in ("ramp", "cruise") or now <= self._last_adjust:
+        if self._mode not in ("ramp", "cruise") or now < self._last_adjust + ADJUST_SECONDS:
             return
         elapsed = now - self._last_adjust
+        # Raising a pace the run does not use proves nothing and would let it burst later.
+        used = self._started / elapsed / self._pace if self._pace else 1.0
         if self._mode == "ramp":
-            self._pace *= RAMP_PER_SECOND**elapsed
-        elif now >= self._probe_after:
+            if used >= RAMP_USED:
+                self._pace *= RAMP_PER_SECOND**elapsed
+        elif now >= self._probe_after and used >= CREEP_USED:
             # Towards the ceiling, then (the server may allow more by now) slowly past it.
             gap = max(0.0, self._ceiling - self._pace) * min(1.0, elapsed / CREEP_SECONDS)
             self._pace += max(gap, self._pace * PROBE_PER_SECOND * elapsed)
         self._last_adjust = now
+        self._started = 0
 
     def __enter__(self) -> RequestBudget:
         # The slot first, the pause check last: a worker that passed the check and then queued for
@@ -322,6 +343,9 @@ class RequestBudget:
                     self._adapt(now)
                     start = max(now, self._next_start, self._paused_until)
                     if start <= now:
+                        if self._adaptive:
+                            self._starts.append(now)
+                            self._started += 1
                         # Pacing from the later of the due start and now keeps a late start from
                         # granting a burst; a start due within a millisecond goes now.
                         self._next_start = max(now, self._next_start) + (
@@ -341,18 +365,36 @@ class RequestBudget:
         self._slots.release()
 
 
-def _ramp_crossing(pace: float, burst: float) -> float:
-    """The rate a ramp multiplying by `RAMP_PER_SECOND` every second had passed when a bucket of
-    `burst` tokens ran dry at `pace`: with x = pace / rate, burst = rate (x - 1 - ln x) / ln g."""
-    target = burst * math.log(RAMP_PER_SECOND) / pace
-    low, high = 1.0, RAMP_PER_SECOND * 4
-    for _ in range(40):
-        middle = (low + high) / 2
-        if (middle - 1 - math.log(middle)) / middle < target:
-            low = middle
-        else:
-            high = middle
-    return pace / high
+def _recent(answers: deque[float], until: float) -> list[float]:
+    """The answers sent within `LOOK_BACK_SECONDS` before `until`, in order of sending."""
+    return sorted(t for t in answers if until - LOOK_BACK_SECONDS <= t <= until)
+
+
+def _best_rate_above(answers: deque[float], until: float, burst: float) -> tuple[float, float]:
+    """max over moments m before `until` (at least `MIN_SPAN_SECONDS` before) of
+    (answers sent in [m, until] - burst) / (until - m), and (answers + 1) / span at that moment:
+    the best m is about when the bucket was last full, and a bucket that never overflowed after
+    it cannot have handed out less than its rate times the span (less the one token it may
+    still hold), so the second is an upper bound of the rate."""
+    times = _recent(answers, until)
+    best, upper = 0.0, float("inf")
+    for index, moment in enumerate(times):
+        span = until - moment
+        if span < MIN_SPAN_SECONDS:
+            break
+        rate = (len(times) - index - burst) / span
+        if rate > best:
+            best, upper = rate, (len(times) - index + 1) / span
+    return best, upper
+
+
+def _most_above(answers: deque[float], until: float, rate: float) -> float:
+    """max over moments m before `until` of (answers sent in [m, until] - rate * (until - m)):
+    the tokens a bucket refilled at `rate` must have held to hand them out."""
+    times = _recent(answers, until)
+    return max(
+        (len(times) - index - rate * (until - moment) for index, moment in enumerate(times)), default=0.0
+    )
 
 
 def _header(headers: Any, *names: str) -> str | None:
