@@ -300,16 +300,19 @@ def _views(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from pipelines.reporting.report import render_report
+    from pipelines.reporting.report_data import configured_channel_names
 
+    # The configuration first: a bad `[sla]` is exit 2 naming the key, loaded data or not.
+    names = configured_channel_names()
     pipeline = _loaded_pipeline(args)
     pipeline.sync_destination()
     if args.html:
         from pipelines.reporting.report_html import write_html_report
 
-        path = write_html_report(pipeline, Path(args.html), days=args.days)
+        path = write_html_report(pipeline, Path(args.html), days=args.days, names=names)
         print(f"SLA report written to {path}")
         return 0
-    print(render_report(pipeline, days=args.days))
+    print(render_report(pipeline, days=args.days, names=names))
     return 0
 
 
