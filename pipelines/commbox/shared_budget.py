@@ -224,10 +224,12 @@ class SharedBudget:
             try:
                 header = self._read_header(fd)
                 now = self._clock()
-                if self._seen is None or self._seen < header["base"]:
-                    # Joining (or fallen behind a compaction): what came before is history; the
-                    # pause and the members' paces carry what matters of it.
+                if self._seen is None:
+                    # Joining: what came before is history; the pause and the members' paces carry
+                    # what matters of it.
                     self._seen = header["next"]
+                elif self._seen < header["base"]:
+                    self._seen = header["base"]  # fallen behind a compaction: read what is kept
                 if budget is not None:
                     self._feed(fd, header, budget, now)
                 members = {
