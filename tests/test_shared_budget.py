@@ -393,3 +393,25 @@ def test_parallel_processes_find_an_unknown_limit_together(sim_factory, tmp_path
     assert stats["throttled"] / stats["total_requests"] <= 0.03, stats
     # Each run reports the pace it found (which keeps moving as the others finish and it probes).
     assert all(r["limit_rps"] > 0 and r["achieved_rps"] > 0 for r in results), results
+
+
+# ------------------------------------------------------------------------------ what status shows
+
+
+def test_status_shows_the_pace_each_run_achieved_against_the_limit_it_found(sim_factory, tmp_path):
+    from pipelines.ops.status import read_status, render_status
+    from tests.helpers import load, make_test_pipeline
+
+    sim = sim_factory(conversations=40, rate_limit_rps=30, rate_limit_burst=5)
+    pipeline = make_test_pipeline(tmp_path)
+    summary = load(pipeline, sim, shared_budget=str(tmp_path / "budgets"))
+    assert summary.throttled > 0  # the limit was met, and so found
+    assert f"achieved_rps={summary.achieved_rps:.1f} limit_rps={summary.limit_rps:.1f}" in summary.line()
+    status = read_status(pipeline)
+    pace = status.paces["commbox"]
+    assert 0 < pace["achieved_rps"] <= 30 + 5 and pace["limit_rps"] > 0 and not pace["configured"]
+    assert (
+        f"pace of commbox: {pace['achieved_rps']:.1f} req/s of a {pace['limit_rps']:.1f} req/s limit found"
+        in (render_status(status))
+    )
+    assert status.as_dict()["paces"]["commbox"]["requests"] == pace["requests"] > 0

@@ -63,6 +63,9 @@ class Status:
     reconciliation: Reconciliation | None = None
     # Seconds the API could not list whole and no run has read whole since: (stream id, start, tries)
     open_holes: list[tuple[int, datetime, int]] = field(default_factory=list)
+    # The pace of each pipeline's last committed run against the limit it found (issue 16), from
+    # the `pace` entry of its source state: pipeline name -> that entry.
+    paces: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready form for monitoring (`commbox-etl status --json`)."""
@@ -90,6 +93,7 @@ class Status:
                 {"stream_id": stream_id, "start_at": _iso(start_at), "tries": tries}
                 for stream_id, start_at, tries in self.open_holes
             ],
+            "paces": self.paces,
             "last_run": None
             if self.last_run is None
             else {
@@ -248,7 +252,9 @@ def read_status(pipeline: dlt.Pipeline, now: datetime | None = None) -> Status:
         status.tables, per_stream = _count_rows(client, tables)
         streams: dict[int, StreamStatus] = {}
         with contextlib.suppress(Exception):  # no state table yet: nothing was committed
-            streams = _stream_states(_stored_states(client), pipeline.pipeline_name)
+            stored = _stored_states(client)
+            streams = _stream_states(stored, pipeline.pipeline_name)
+            status.paces = _paces(stored)
         if "objects" in tables:
             objects = client.make_qualified_table_name("objects")
             for stream_id, newest in client.execute_sql(
@@ -284,6 +290,35 @@ def read_status(pipeline: dlt.Pipeline, now: datetime | None = None) -> Status:
                 )
             ]
     return status
+
+
+def _paces(states: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each pipeline's last committed `pace` entry (written by the source at the end of its read)."""
+    found = {}
+    for pipeline_name, state in sorted(states.items()):
+        pace = state.get("sources", {}).get("commbox", {}).get("pace")
+        if isinstance(pace, dict):
+            found[pipeline_name] = pace
+    return found
+
+
+def pace_lines(paces: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per pipeline: the pace its last run achieved against the limit it found."""
+    lines = []
+    for pipeline_name, pace in paces.items():
+        achieved, limit = float(pace.get("achieved_rps") or 0), float(pace.get("limit_rps") or 0)
+        if limit:
+            found = "configured" if pace.get("configured") else "found"
+            against = f"of a {limit:.1f} req/s limit {found} ({100 * achieved / limit:.0f}%)"
+        else:
+            against = "(no limit met: never throttled)"
+        processes = int(pace.get("processes") or 1)
+        shared = f", {processes} processes sharing the account" if processes > 1 else ""
+        lines.append(
+            f"pace of {pipeline_name}: {achieved:.1f} req/s {against}, {pace.get('requests', 0)} requests, "
+            f"{pace.get('throttled', 0)} answered 429{shared} (run at {str(pace.get('at', '-'))[:19]})"
+        )
+    return lines
 
 
 STREAM_TABLES = ("objects", "childs", "activities", "transcripts", "bad_records")
@@ -344,6 +379,7 @@ def render_status(status: Status) -> str:
         lines.append(f"open holes (seconds not yet read whole, re-read every run): {named}")
     else:
         lines.append("open holes: none")
+    lines.extend(pace_lines(status.paces))
     lines.append(_last_run_line(status))
     return "\n".join(lines)
 
