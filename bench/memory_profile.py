@@ -9,6 +9,7 @@ allocations alive at the end of each step, by line (tracemalloc slows the run se
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import tempfile
 import threading
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("conversations", type=int)
     parser.add_argument("--tracemalloc", action="store_true")
     parser.add_argument("--fan-out", action="store_true")
+    parser.add_argument("--duckdb-memory", help="DuckDB memory_limit for this run (default: the runner's)")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="commbox-memory-"))
     with SimProcess(args.conversations) as sim:
@@ -41,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
         sim.advance(600)
         spec = pipeline_spec(sim, data, workdir, concurrency=16, fan_out=args.fan_out)
         os.environ["DESTINATION__DUCKDB__CREDENTIALS"] = str(workdir / "warehouse.duckdb")
+        from pipelines.ops import runner
         from pipelines.ops.runner import make_pipeline, run_pipeline
+
+        if args.duckdb_memory:
+            runner.DUCKDB_MEMORY_LIMIT = args.duckdb_memory
 
         pipeline = make_pipeline(destination="duckdb", pipelines_dir=str(workdir / "pipelines"))
         step = ["start"]
@@ -57,7 +63,10 @@ def main(argv: list[str] | None = None) -> int:
                 peaks[step[0]] = max(peaks.get(step[0], 0.0), rss)
                 time.sleep(0.1)
 
+        import pyarrow
+
         counts: dict[str, int] = {}
+        native: dict[str, tuple[str, float, float]] = {}
         snapshots: list[tuple[str, Any]] = []
         for name in ("extract", "normalize", "load"):
             method = getattr(pipeline, name)
@@ -70,6 +79,12 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     if args.tracemalloc:
                         snapshots.append((step[0], tracemalloc.take_snapshot()))
+                    pool = pyarrow.default_memory_pool()
+                    native[step[0]] = (
+                        pool.backend_name,
+                        pool.bytes_allocated() / 2**20,
+                        pool.max_memory() / 2**20,
+                    )
                     step[0] = f"after {__n} {counts[__n]}"
 
             setattr(pipeline, name, timed)
@@ -86,11 +101,21 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.conversations} conversations, {wall:.1f} s, {summary.requests} requests, rows {summary.rows}"
     )
     for name in order:
-        print(f"  {name:<20} peak RSS {peaks[name]:7.1f} MB")
-    for name, snap in snapshots:
+        arrow = native.get(name)
+        pool = f"  arrow {arrow[0]}: {arrow[1]:.1f} MB held, {arrow[2]:.1f} MB at most" if arrow else ""
+        print(f"  {name:<20} peak RSS {peaks[name]:7.1f} MB{pool}")
+    loads = [(name, snap) for name, snap in snapshots if name.startswith("load")]
+    if loads:
+        name, snap = loads[0]
         print(f"\n== Python allocations alive at the end of {name}")
-        for stat in snap.statistics("lineno")[:12]:
+        for stat in snap.statistics("lineno")[:15]:
             print(f"  {stat.size / 2**20:7.1f} MB {stat.count:>8} {stat.traceback[0]}")
+    for (before, old), (name, new) in itertools.pairwise(loads):
+        print(f"\n== grown from the end of {before} to the end of {name}")
+        for stat in new.compare_to(old, "traceback")[:8]:
+            print(f"  {stat.size_diff / 2**20:+7.2f} MB {stat.count_diff:>+8}")
+            for line in stat.traceback.format()[-8:]:
+                print("      " + line)
     return 0
 
 

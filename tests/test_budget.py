@@ -262,3 +262,48 @@ def test_headers_give_the_model_server_rate_from_the_first_answers():
     out = pace_model.run(50, seconds=60, headers=True)
     assert out.share_of_rate >= 0.97
     assert out.throttled <= 6  # only the first wave, sent before any answer came back
+
+
+def test_a_budget_resumes_from_what_an_earlier_one_learnt(clock):
+    first = RequestBudget(concurrency=16, rate=0)
+    assert first.learnt() is None
+    sent = clock.monotonic()
+    for _ in range(10):
+        first.record_answer(sent)
+    first.pause(1.0, sent)
+    assert first.learnt() is None  # still ramping: nothing bracketed yet
+    for _ in range(300):  # the ramp runs into the server's rate: about 20 a second
+        with first:
+            pass
+        first.record_answer(clock.monotonic())
+        clock.sleep(1 / 20)
+    first.pause(1.0, clock.monotonic())
+    learnt = first.learnt()
+    assert learnt is not None and 0 < learnt["floor"] <= learnt["ceiling"]
+
+    second = RequestBudget(concurrency=16, rate=0)
+    second.resume(learnt)
+    assert second.pace == pytest.approx(learnt["floor"])
+    assert min(gaps(starts(second, clock, 5))) == pytest.approx(1 / learnt["floor"], rel=0.01)
+
+
+@pytest.mark.parametrize(
+    "learnt",
+    [
+        None,
+        {},
+        {"floor": "x", "ceiling": 2, "burst": 3},
+        {"floor": 5, "ceiling": 2, "burst": 3},
+        {"floor": 0, "ceiling": 1, "burst": 1},
+    ],
+)
+def test_nothing_usable_to_resume_from_leaves_the_budget_unpaced(clock, learnt):
+    budget = RequestBudget(concurrency=4, rate=0)
+    budget.resume(learnt)
+    assert budget.pace == 0
+
+
+def test_a_configured_budget_ignores_what_was_learnt(clock):
+    budget = RequestBudget(concurrency=4, rate=5)
+    budget.resume({"floor": 40.0, "ceiling": 45.0, "burst": 10.0})
+    assert budget.pace == 5

@@ -166,6 +166,34 @@ class RequestBudget:
         """Starts a second the budget allows now (0: unpaced)."""
         return self._pace
 
+    def learnt(self) -> dict[str, float] | None:
+        """What this budget found out about the server's rate (floor, ceiling, burst), for a later
+        budget on the same account to `resume` from; None while it knows nothing."""
+        with self._lock:
+            if self._mode != "cruise":
+                return None
+            return {"floor": self._floor, "ceiling": self._ceiling, "burst": self._burst}
+
+    def resume(self, learnt: dict[str, float] | None) -> None:
+        """Start from what an earlier budget on the same account `learnt` (a checkpoint slice, the
+        previous run): cruise at its floor instead of finding the rate again. A limit lowered
+        since shows as an overshoot like any other, and the bracket follows it."""
+        if not self._adaptive or not learnt:
+            return
+        try:
+            floor, ceiling, burst = (float(learnt[key]) for key in ("floor", "ceiling", "burst"))
+        except (KeyError, TypeError, ValueError):
+            return  # an entry from another version: learn afresh
+        if not 0 < floor <= ceiling or burst < 1:
+            return
+        with self._lock:
+            self._mode = "cruise"
+            self._pace = self._floor = floor
+            self._ceiling = ceiling
+            self._burst = burst
+            self._quiet = QUIET_SECONDS
+            self._probe_after = self._last_adjust = time.monotonic()
+
     def record_answer(self, sent_at: float | None = None) -> None:
         """The server answered a request sent at `sent_at` (default: this thread's last start)
         without throttling it: it took one of the server's tokens."""
@@ -177,6 +205,15 @@ class RequestBudget:
             self.shared.answered(self, self._sent_at(sent_at))
 
     record_success = record_answer
+
+    def record_start(self, sent_at: float) -> None:
+        """Issue 16: another process sharing the account's budget sent a request at `sent_at`. The
+        pace is used by every process together, and the ramp and the creep grow only while it is
+        used, so its starts count as this budget's own."""
+        if self._adaptive:
+            with self._lock:
+                self._starts.append(sent_at)
+                self._started += 1
 
     def _sent_at(self, sent_at: float | None) -> float:
         if sent_at is not None:
