@@ -50,10 +50,12 @@ class FakeClock:
 class Listener:
     """A budget's side of the hooks: a fixed pace, and what the other processes' requests met."""
 
-    def __init__(self, pace: float = 0.0) -> None:
+    def __init__(self, pace: float = 0.0, events: int = 0) -> None:
         self.pace = pace
+        self.events = events
         self.answers: list[float] = []
         self.pauses: list[tuple[float, float]] = []
+        self.starts: list[float] = []
 
     def record_answer(self, sent_at: float | None = None) -> None:
         assert sent_at is not None
@@ -62,6 +64,9 @@ class Listener:
     def pause(self, seconds: float, sent_at: float | None = None) -> None:
         assert sent_at is not None
         self.pauses.append((seconds, sent_at))
+
+    def record_start(self, sent_at: float) -> None:
+        self.starts.append(sent_at)
 
 
 @pytest.fixture
@@ -176,6 +181,16 @@ def test_the_account_pace_is_the_median_of_the_live_members(tmp_path, clock):
     assert moments[-1] - moments[0] == pytest.approx(2.0)
 
 
+def test_members_that_saw_more_429s_set_the_pace(tmp_path, clock):
+    # One that joined after the first 429s learnt less; it does not drag the schedule.
+    path = tmp_path / "b.bin"
+    early, late, other = shared(path, clock), shared(path, clock), shared(path, clock)
+    early.acquire(Listener(pace=19.0, events=3))
+    late.acquire(Listener(pace=12.0, events=1))
+    other.acquire(Listener(pace=12.5, events=1))
+    assert other.account_pace == 19.0
+
+
 def test_a_member_that_leaves_no_longer_sets_the_pace(tmp_path, clock):
     path = tmp_path / "b.bin"
     slow, other = shared(path, clock), shared(path, clock)
@@ -202,6 +217,7 @@ def test_each_budget_hears_the_others_answers_and_429s_not_its_own(tmp_path, clo
     other.answered(theirs, 200.0)
     one.acquire(mine)
     assert theirs.answers == [100.0, 101.0, 102.0, 103.0, 104.0]
+    assert theirs.starts == [100.0, 101.0, 102.0, 103.0, 104.0, 105.0]  # each was a start
     assert theirs.pauses == [(pytest.approx(3.0), 105.0)]  # what is left of the pause when heard
     assert mine.answers == [200.0] and mine.pauses == []
 
@@ -221,6 +237,7 @@ def test_answers_fed_to_a_real_budget_count_in_its_bracket(tmp_path, clock):
     with learner:
         pass
     assert len(learner._answers) == 40
+    assert len(learner._starts) == 2 + 40  # its own two, and the others' as the account's use
 
 
 def test_a_newcomer_skips_the_history_and_old_pauses(tmp_path, clock):

@@ -10,7 +10,7 @@ file under an exclusive `fcntl.flock`, kept in a directory every process on the 
 - **One schedule.** Every request of every process takes its start from one shared schedule
   (`next_start`, spaced `1 / pace`), so the configured `max_requests_per_second` is the account's
   total however many processes run. The pace is the median of those the live processes' budgets hold
-  (a configured ceiling, or the rate each learnt).
+  (a configured ceiling, or the rate each learnt; among learners, those that saw every 429).
 - **One pause.** A 429 seen by any process pauses every process until its `Retry-After` is over.
 - **One view of the server.** Every answer and every 429, with the moment its request was sent, goes
   into the file's log; before each request every process feeds the others' new entries to its own
@@ -42,7 +42,7 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -71,9 +71,13 @@ class Learner(Protocol):
     @property
     def pace(self) -> float: ...
 
+    events: int  # overshoots (429s) it has learnt from
+
     def record_answer(self, sent_at: float | None = None) -> None: ...
 
     def pause(self, seconds: float, sent_at: float | None = None) -> None: ...
+
+    def record_start(self, sent_at: float) -> None: ...
 
 
 def budget_path(base_url: str, directory: str | os.PathLike[str] | None = None) -> Path:
@@ -94,6 +98,20 @@ def shared_budget_for(base_url: str, setting: str) -> SharedBudget | None:
     if value.lower() == AUTO:
         _forget_old(path.parent)
     return SharedBudget(path)
+
+
+def _account_pace(members: Iterable[list[Any]]) -> float:
+    """The pace of the schedule: the median of those held by the members that learnt from the most
+    429s. Every member hears the same answers and 429s, so their paces differ only by when they
+    heard them; but one that joined after the first 429 learnt the burst from the middle of the run
+    (too large a burst, too low a rate) and would drag the schedule down, so the ones that have
+    seen every overshoot decide, and the median keeps one early or late reaction from setting it."""
+    paced = [(int(member[2]) if len(member) > 2 else 0, float(member[0])) for member in members]
+    paced = [(events, pace) for events, pace in paced if pace > 0]
+    if not paced:
+        return 0.0
+    most = max(events for events, _ in paced)
+    return float(statistics.median_low([pace for events, pace in paced if events == most]))
 
 
 def _forget_old(folder: Path, days: float = 2.0) -> None:
@@ -148,7 +166,7 @@ class SharedBudget:
         """Wait for this request's start on the shared schedule; the moment it may be sent.
 
         Before deciding, the other processes' new answers and 429s are fed to `budget`, and this
-        process's pace is published; the schedule runs at the median pace of the live members.
+        process's pace is published; the schedule runs at the pace `_account_pace` picks.
         """
         while True:
             booked = None
@@ -240,12 +258,9 @@ class SharedBudget:
                 if leaving:
                     members.pop(self._member, None)
                 elif budget is not None:
-                    members[self._member] = [budget.pace, now]
+                    members[self._member] = [budget.pace, now, getattr(budget, "events", 0)]
                 header["members"] = members
-                # Every member hears the same answers and 429s, so their paces differ only by when
-                # they heard them: the median keeps one late (or early) member from setting it.
-                paces = [pace for pace, _ in members.values() if pace > 0]
-                header["pace"] = statistics.median_low(paces) if paces else 0.0
+                header["pace"] = _account_pace(members.values())
                 self.account_pace = header["pace"]
                 self.members = max(self.members, len(members))
                 yield header
@@ -299,6 +314,8 @@ class SharedBudget:
                 if member == self._id:
                     continue
                 self.fed += 1
+                # Every answer and every 429 was a start: the account used the pace.
+                budget.record_start(sent_at)
                 if paused_until:
                     budget.pause(max(0.0, paused_until - now), sent_at)
                 else:
