@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import report, scenarios
+from . import parallel, report, scenarios
 
 HERE = Path(__file__).resolve().parent
 
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: under two minutes")
     parser.add_argument(
-        "--only", default="1,2,4,6", help="scenario groups to run: 1 (with 3), 2, 4 (with 5), 6"
+        "--only", default="1,2,4,6,7", help="scenario groups to run: 1 (with 3), 2, 4 (with 5), 6, 7"
     )
     parser.add_argument("--keep", action="store_true", help="keep the working folders and logs")
     parser.add_argument("--rates", help="scenario 2 only at these server rates (requests/s, comma-separated)")
@@ -46,11 +46,15 @@ def main(argv: list[str] | None = None) -> int:
             results["scenario6"] = scenarios.request_counts(sizes, ws)
         if "4" in only:
             results["scenario4"] = scenarios.scale(sizes, ws)
+        if "7" in only:
+            results["scenario7"] = parallel.run(**(parallel.QUICK if args.quick else {}))
     finally:
         results["finished_at"] = report.now()
         results["total_minutes"] = (time.monotonic() - began) / 60
         out = args.out or (HERE / "runs" if args.quick else HERE)
         md, js = report.write(results, out, "quick" if args.quick else "results")
+        if "scenario7" in results:
+            parallel.write_section(results["scenario7"], md, str(results["machine"]))
         logging.info(
             "wrote %s and %s (%.1f min)%s",
             md,
