@@ -16,6 +16,7 @@ import re
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +55,7 @@ MAX_QUIET_SECONDS = 600.0
 CREEP_SECONDS = 8.0  # time constant of the approach to the ceiling
 PROBE_PER_SECOND = 0.005  # past the ceiling
 ADJUST_SECONDS = 0.25  # the pace changes at most this often
+USE_WINDOW_SECONDS = 1.0  # how much of its pace the run uses is counted over this long
 RAMP_USED = 0.5  # the ramp grows only while the run sends at least this share of its pace
 CREEP_USED = 0.9  # and creeps only above this share
 MAX_QUOTA_WAIT_SECONDS = 60.0
@@ -144,6 +146,7 @@ class RequestBudget:
         self._answers: deque[float] = deque(maxlen=ANSWER_LOG)
         self._starts: deque[float] = deque(maxlen=ANSWER_LOG)  # when each request went out
         self._started = 0  # starts since the last adjustment
+        self._resumed_at = 0.0  # when the last pause ended
         self._burst = 0.0  # the server's burst as the first 429 showed it (an upper bound)
         self._reacted_at = float("-inf")
         self._floor = 0.0  # the server's rate is at least this
@@ -151,6 +154,7 @@ class RequestBudget:
         self._told = 0.0  # the rate the server's RateLimit-Policy states
         self._told_factor = 1.0
         self._last_sent_overshoot = self._first_overshoot = (float("-inf"), 0.0)
+        self._first_answers: list[float] = []  # answers sent before the first 429
         self._quiet = QUIET_SECONDS
         self._confirmed = 0
         self._probe_after = 0.0
@@ -270,13 +274,15 @@ class RequestBudget:
         if self._mode == "free":
             # Everything answered before the first 429 came out of the burst (and a little of the
             # rate): an upper bound of the burst, which the windows below subtract.
-            self._burst = float(max(1, sum(1 for t in self._answers if t <= sent)))
+            # Kept apart: the log forgets them on a long run, and the burst bound below needs them.
+            self._first_answers = _recent(self._answers, sent)
+            self._burst = float(max(1, len(self._first_answers)))
             self._pace = max(1.0 / max(wait, 1e-3), self._burst / max(wait, 1.0))
             self._mode = "ramp"
             self._last_sent_overshoot = self._first_overshoot = (sent, wait)
             self._next_start = 0.0
             self._started = 0
-            self._last_adjust = now + wait
+            self._last_adjust = self._resumed_at = now + wait
             logger.info("throttled: finding the server's rate (burst ≤ %d)", self._burst)
             return
         floor = max(self._lower_bound(sent), self._since_last_overshoot(sent))
@@ -284,7 +290,7 @@ class RequestBudget:
         # bounded from below, the tokens it handed out then bound the burst more tightly.
         first_sent, _ = self._first_overshoot
         for _ in range(2):
-            burst = _most_above(self._answers, first_sent, floor) + 1
+            burst = _most_above(self._first_answers, first_sent, floor) + 1
             if burst >= self._burst:
                 break
             self._burst = burst
@@ -314,7 +320,7 @@ class RequestBudget:
         self._started = 0
         self._last_sent_overshoot = (sent, wait)
         self._probe_after = now + wait + self._quiet
-        self._last_adjust = now + wait
+        self._last_adjust = self._resumed_at = now + wait
         logger.info(
             "throttled: pacing at %.4g requests/s (the server allows %.4g to %.4g)",
             self._pace,
@@ -357,8 +363,17 @@ class RequestBudget:
         if self._mode not in ("ramp", "cruise") or now < self._last_adjust + ADJUST_SECONDS:
             return
         elapsed = now - self._last_adjust
-        # Raising a pace the run does not use proves nothing and would let it burst later.
-        used = self._started / elapsed / self._pace if self._pace else 1.0
+        # Raising a pace the run does not use proves nothing and would let it burst later. Use is
+        # counted over the last second (a quarter of a second at a few requests a second holds too
+        # few starts to tell), and not before the last pause ended.
+        window = min(USE_WINDOW_SECONDS, max(ADJUST_SECONDS, now - self._resumed_at))
+        since = now - window
+        recent = 0
+        for moment in reversed(self._starts):
+            if moment <= since:
+                break
+            recent += 1
+        used = recent / window / self._pace if self._pace else 1.0
         if self._mode == "ramp":
             if used >= RAMP_USED:
                 self._pace *= RAMP_PER_SECOND**elapsed
@@ -402,7 +417,7 @@ class RequestBudget:
         self._slots.release()
 
 
-def _recent(answers: deque[float], until: float) -> list[float]:
+def _recent(answers: Iterable[float], until: float) -> list[float]:
     """The answers sent within `LOOK_BACK_SECONDS` before `until`, in order of sending."""
     return sorted(t for t in answers if until - LOOK_BACK_SECONDS <= t <= until)
 
@@ -425,7 +440,7 @@ def _best_rate_above(answers: deque[float], until: float, burst: float) -> tuple
     return best, upper
 
 
-def _most_above(answers: deque[float], until: float, rate: float) -> float:
+def _most_above(answers: Iterable[float], until: float, rate: float) -> float:
     """max over moments m before `until` of (answers sent in [m, until] - rate * (until - m)):
     the tokens a bucket refilled at `rate` must have held to hand them out."""
     times = _recent(answers, until)
