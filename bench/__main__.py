@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the working folders and logs")
     parser.add_argument("--rates", help="scenario 2 only at these server rates (requests/s, comma-separated)")
+    parser.add_argument("--kinds", help="scenario 2 only these runs: default, 5xx, configured, headers")
     parser.add_argument(
         "--out", type=Path, help="output folder (default bench/, or bench/runs/ with --quick)"
     )
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
             results["scenario1"] = scenarios.full_history(sizes, ws)
         if "2" in only:
             rates = {float(r) for r in args.rates.split(",")} if args.rates else None
-            results["scenario2"] = scenarios.rate_limited(sizes, ws, rates)
+            kinds = set(args.kinds.split(",")) if args.kinds else None
+            results["scenario2"] = scenarios.rate_limited(sizes, ws, rates, kinds)
         if "6" in only:
             results["scenario6"] = scenarios.request_counts(sizes, ws)
         if "4" in only:

@@ -216,32 +216,38 @@ def _minimum_incremental(changed: int) -> int:
     return changed * 3
 
 
-def rate_limited(sizes: Sizes, ws: Workspace, rates: set[float] | None = None) -> dict[str, Any]:
+def rate_limited(
+    sizes: Sizes, ws: Workspace, rates: set[float] | None = None, kinds: set[str] | None = None
+) -> dict[str, Any]:
     """Scenario 2 (issue 15, target 1): the pipeline with its default settings (no
     `max_requests_per_second`: the limit is unknown) behind the simulator's token bucket (burst 10,
     429 + Retry-After) at each rate of `sizes.rate_plan`, alone and with 5% of requests failing
     with 5xx on top; at the reference rate also configured with the limit, and with the server
     sending RateLimit-* headers. Each account is sized so that the floor (minimum requests / rate)
-    is about 75 s; the wall time includes normalize and load."""
+    is about 75 s; the wall time includes normalize and load. `rates` and `kinds` (default, 5xx,
+    configured, headers) pick some of the runs."""
     variants: dict[str, dict[str, Any]] = {}
     datasets: dict[str, dict[str, Any]] = {}
     for rps, conversations in sizes.rate_plan:
         if rates and rps not in rates:
             continue
-        plan: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
-            ("default", {}, {}),
-            (f"default, {sizes.rate_fault_5xx:.0%} 5xx", {"fault_5xx_rate": sizes.rate_fault_5xx}, {}),
+        plan: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
+            ("default", "default", {}, {}),
+            ("5xx", f"default, {sizes.rate_fault_5xx:.0%} 5xx", {"fault_5xx_rate": sizes.rate_fault_5xx}, {}),
         ]
         if rps == sizes.rate_reference_rps:
-            plan.append(("configured", {}, {"max_requests_per_second": rps}))
-            plan.append(("default, RateLimit-* headers", {"rate_limit_headers": "ietf"}, {}))
+            plan.append(("configured", "configured", {}, {"max_requests_per_second": rps}))
+            plan.append(("headers", "default, RateLimit-* headers", {"rate_limit_headers": "ietf"}, {}))
+        plan = [step for step in plan if not kinds or step[0] in kinds]
+        if not plan:
+            continue
         with SimProcess(conversations, latency_ms=sizes.latency_ms) as sim:
             data = Dataset.read(sim, fan_out=True)
             sim.advance(600)
             _warm(sim, data, ws, fan_out=True)
             minimum = data.minimum_requests(fan_out=True)
             datasets[f"{rps:g}"] = _dataset(data, sizes, fan_out=True)
-            for label, switches, source in plan:
+            for _, label, switches, source in plan:
                 # A fresh, full bucket for every run (the bucket is rebuilt when the rate changes).
                 sim.configure(rate_limit_rps=0, fault_5xx_rate=0.0, rate_limit_headers="")
                 sim.configure(rate_limit_rps=rps, **switches)
