@@ -312,3 +312,17 @@ def test_a_configured_budget_ignores_what_was_learnt(clock):
     budget = RequestBudget(concurrency=4, rate=5)
     budget.resume({"floor": 40.0, "ceiling": 45.0, "burst": 10.0})
     assert budget.pace == 5
+
+
+def test_answers_that_overstate_the_rate_cannot_hold_the_pace_above_it(clock):
+    # A loaded server's queue shifts when it takes tokens from when requests were sent: their send
+    # times can then show more answers in a second than the server allows. Each overshoot must
+    # still lower the pace (it once stayed put, overshooting every 1.4 s for minutes).
+    budget = RequestBudget(concurrency=16, rate=0)
+    budget.resume({"floor": 100.0, "ceiling": 110.0, "burst": 1.0})
+    for _ in range(5):
+        for moment in starts(budget, clock, 150):
+            budget.record_answer(moment - 0.5 * (moment % 0.02))  # bunched: more than 100 a second
+        overshot = budget.pace
+        budget.pause(1.0, clock.monotonic())
+        assert budget.pace <= 0.98 * overshot

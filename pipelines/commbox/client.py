@@ -44,7 +44,8 @@ logger = logging.getLogger("commbox.client")
 # Pacing learnt from what the server says when no ceiling is configured (see RequestBudget).
 ANSWER_LOG = 65536  # answers (and starts) remembered for the windows of the bounds
 LOOK_BACK_SECONDS = 120.0  # the bounds look this far back
-MIN_SPAN_SECONDS = 0.25  # shorter spans would bound the rate by the answers' timing jitter
+MIN_SPAN_SECONDS = 0.5  # shorter spans would bound the rate by the answers' timing jitter
+UNDER_CEILING = 0.98  # the floor stays at least this far under the pace that overshot
 MIN_WINDOW_SECONDS = 0.5
 RAMP_PER_SECOND = 4.0  # from the first 429 until the first bracket closes
 BACKOFF_FACTOR = 0.5  # at an overshoot that bounds nothing from below, half the pace
@@ -205,6 +206,8 @@ class RequestBudget:
             sent = self._sent_at(sent_at)
             with self._lock:
                 self._answers.append(sent)
+                if sent <= self._first_overshoot[0]:
+                    self._first_answers.append(sent)
         if self.shared is not None:  # issue 16
             self.shared.answered(self, self._sent_at(sent_at))
 
@@ -285,16 +288,10 @@ class RequestBudget:
             self._last_adjust = self._resumed_at = now + wait
             logger.info("throttled: finding the server's rate (burst ≤ %d)", self._burst)
             return
+        # Requests sent before the first 429 but answered after it took tokens too: the burst
+        # bound counts every answer sent before it, known or late.
+        self._burst = float(max(1, len(self._first_answers)))
         floor = max(self._lower_bound(sent), self._since_last_overshoot(sent))
-        # The burst was bounded by everything answered before the first 429; now that the rate is
-        # bounded from below, the tokens it handed out then bound the burst more tightly.
-        first_sent, _ = self._first_overshoot
-        for _ in range(2):
-            burst = _most_above(self._first_answers, first_sent, floor) + 1
-            if burst >= self._burst:
-                break
-            self._burst = burst
-            floor = max(floor, self._lower_bound(sent))
         if self._mode == "ramp":
             # The pace when it went out (the ramp grows only while it is used).
             self._pace /= RAMP_PER_SECOND ** max(0.0, now - sent)
@@ -306,8 +303,13 @@ class RequestBudget:
         # The pace that overshot is an upper bound; the floor a lower one. Cruise at the floor,
         # and creep back towards the ceiling, at once while the bracket is wide, after a quiet
         # spell (doubling each time an overshoot confirms the floor) once it is narrow.
-        self._ceiling = min(self._pace, max(_best_rate_above(self._answers, sent, self._burst)[1], floor))
-        self._floor = min(floor, self._ceiling) if floor > 0 else self._ceiling * BACKOFF_FACTOR
+        self._ceiling = self._pace
+        # A floor is a bound only while the answers' send times stand for when the server took
+        # their tokens; at least a little under what overshot, so that a floor that was not one
+        # (a server whose queue shifted those times) cannot hold the pace above the rate.
+        self._floor = (
+            min(floor, self._ceiling * UNDER_CEILING) if floor > 0 else self._ceiling * BACKOFF_FACTOR
+        )
         self._pace = self._floor
         self._confirmed = self._confirmed + 1 if confirmed else 0
         # Creeping up costs the next overshoot's pause, less the burst the server hands back after
@@ -355,7 +357,7 @@ class RequestBudget:
         bucket was empty, it handed out at most its burst plus its rate times the span, so the
         rate is at least (answers since then - burst) / span; the best such moment is when the
         bucket was last full (lock held)."""
-        return _best_rate_above(self._answers, sent, self._burst)[0]
+        return _best_rate_above(self._answers, sent, self._burst)
 
     def _adapt(self, now: float) -> None:
         """Ramp (double every second) while the rate is bracketed from below, creep above the floor
@@ -422,31 +424,18 @@ def _recent(answers: Iterable[float], until: float) -> list[float]:
     return sorted(t for t in answers if until - LOOK_BACK_SECONDS <= t <= until)
 
 
-def _best_rate_above(answers: deque[float], until: float, burst: float) -> tuple[float, float]:
-    """max over moments m before `until` (at least `MIN_SPAN_SECONDS` before) of
-    (answers sent in [m, until] - burst) / (until - m), and (answers + 1) / span at that moment:
-    the best m is about when the bucket was last full, and a bucket that never overflowed after
-    it cannot have handed out less than its rate times the span (less the one token it may
-    still hold), so the second is an upper bound of the rate."""
+def _best_rate_above(answers: deque[float], until: float, burst: float) -> float:
+    """max over moments m at least `MIN_SPAN_SECONDS` before `until` of
+    (answers sent in [m, until] - burst) / (until - m); the best m is about when the bucket was
+    last full."""
     times = _recent(answers, until)
-    best, upper = 0.0, float("inf")
+    best = 0.0
     for index, moment in enumerate(times):
         span = until - moment
         if span < MIN_SPAN_SECONDS:
             break
-        rate = (len(times) - index - burst) / span
-        if rate > best:
-            best, upper = rate, (len(times) - index + 1) / span
-    return best, upper
-
-
-def _most_above(answers: Iterable[float], until: float, rate: float) -> float:
-    """max over moments m before `until` of (answers sent in [m, until] - rate * (until - m)):
-    the tokens a bucket refilled at `rate` must have held to hand them out."""
-    times = _recent(answers, until)
-    return max(
-        (len(times) - index - rate * (until - moment) for index, moment in enumerate(times)), default=0.0
-    )
+        best = max(best, (len(times) - index - burst) / span)
+    return best
 
 
 def _header(headers: Any, *names: str) -> str | None:
