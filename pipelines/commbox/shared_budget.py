@@ -42,6 +42,7 @@ import struct
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
@@ -59,6 +60,12 @@ MEMBER_SECONDS = 5.0
 # a 429 that arrives meanwhile still stops it (the pause is checked again before it sends).
 BOOK_AHEAD_SECONDS = 0.1
 EARLY_SECONDS = 0.001  # a start due within this goes now
+# A 429 is learnt from once every request sent before it has been answered (its answer says how
+# much of the burst the account had spent), or after this long: a 429 comes back at once, the
+# answers to the requests sent just before it can take longer, and with several processes many
+# are in flight. The pause itself applies at once.
+SETTLE_SECONDS = 0.5
+SETTLE_POLL_SECONDS = 0.01
 DIRECTORY_NAME = "commbox-etl-budgets"
 OFF = "off"
 AUTO = "auto"
@@ -114,6 +121,11 @@ def _account_pace(members: Iterable[list[Any]]) -> float:
     return float(statistics.median_low([pace for events, pace in paced if events == most]))
 
 
+def _settled(members: dict[str, list[Any]], sent_at: float) -> bool:
+    """Whether every member has had an answer to each of its requests sent before `sent_at`."""
+    return all(len(m) < 4 or m[3] is None or m[3] > sent_at for m in members.values())
+
+
 def _forget_old(folder: Path, days: float = 2.0) -> None:
     """Remove budgets of the default folder nobody used for `days` (every base URL gets a file;
     test runs and retired accounts would leave them behind for good)."""
@@ -147,6 +159,8 @@ class SharedBudget:
         self._gate = threading.Lock()  # one thread of this process at a time holds the file
         self._pending_lock = threading.Lock()
         self._pending: list[tuple[float, float, int]] = []
+        self._inflight: Counter[float] = Counter()  # when this process's unanswered requests went
+        self._held: list[tuple[float, float, float]] = []  # others' 429s: sent, paused until, heard
         self._local = threading.local()
         self._id = random.getrandbits(63)
         self._member = f"{os.getpid()}-{self._id:x}"
@@ -180,7 +194,7 @@ class SharedBudget:
                     if pace > 0:
                         # From the later of the due start and now: a late start grants no burst.
                         state["next_start"] = max(now, state["next_start"]) + 1.0 / pace
-                    return now
+                    return self._sending(now)
                 if pace > 0 and state["paused_until"] <= now and start - now <= BOOK_AHEAD_SECONDS:
                     state["next_start"] = start + 1.0 / pace
                     booked = start
@@ -195,7 +209,7 @@ class SharedBudget:
                 with self._state(budget) as state:
                     # A 429 anywhere since the booking pauses this start too.
                     if state["paused_until"] <= booked + EARLY_SECONDS:
-                        return max(booked, self._clock())
+                        return self._sending(max(booked, self._clock()))
 
     def answered(self, budget: Learner, sent_at: float) -> None:
         """An answer (not a 429) to a request of this process sent at `sent_at`, logged at once:
@@ -205,6 +219,7 @@ class SharedBudget:
         if getattr(self._local, "feeding", False):
             return
         with self._pending_lock:
+            self._answered(sent_at)
             self._pending.append((sent_at, 0.0, self._id))
         with self._state(budget):
             pass
@@ -216,9 +231,27 @@ class SharedBudget:
         if getattr(self._local, "feeding", False):
             return
         with self._pending_lock:
+            self._answered(sent_at)
             self._pending.append((sent_at, self._clock() + max(0.0, seconds), self._id))
-        with self._state(budget):
-            pass
+        heard = self._clock()
+        while True:
+            with self._state(budget) as state:
+                settled = _settled(state["members"], sent_at)
+            if settled or self._clock() - heard >= SETTLE_SECONDS:
+                return
+            self._sleep(SETTLE_POLL_SECONDS)
+
+    def _sending(self, start: float) -> float:
+        with self._pending_lock:
+            self._inflight[start] += 1
+        return start
+
+    def _answered(self, sent_at: float) -> None:
+        """(pending lock held)"""
+        if self._inflight.get(sent_at):
+            self._inflight[sent_at] -= 1
+            if not self._inflight[sent_at]:
+                del self._inflight[sent_at]
 
     def close(self) -> None:
         """Write what is pending and leave the account (this member's pace stops counting)."""
@@ -257,18 +290,48 @@ class SharedBudget:
                 }
                 if leaving:
                     members.pop(self._member, None)
-                elif budget is not None:
-                    members[self._member] = [budget.pace, now, getattr(budget, "events", 0)]
+                else:
+                    known = members.get(self._member) or [0.0, now, 0, None]
+                    if budget is not None:
+                        known = [budget.pace, now, getattr(budget, "events", 0)]
+                    members[self._member] = [*known[:3], self._oldest_inflight(now)]
                 header["members"] = members
+                if budget is not None:
+                    self._deliver_held(members, budget, now)
                 header["pace"] = _account_pace(members.values())
                 self.account_pace = header["pace"]
                 self.members = max(self.members, len(members))
                 yield header
+                if self._member in header["members"]:
+                    # A start granted in the block is in flight from now on: the others must know.
+                    header["members"][self._member][3] = self._oldest_inflight(now)
                 self._append(fd, header)
                 del header["pace"]
                 self._write_header(fd, header)
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _oldest_inflight(self, now: float) -> float | None:
+        """When this process's oldest unanswered request went (one that failed without an answer
+        is forgotten after `SETTLE_SECONDS`)."""
+        with self._pending_lock:
+            for sent in [sent for sent in self._inflight if sent < now - 4 * SETTLE_SECONDS]:
+                del self._inflight[sent]
+            return min((sent for sent in self._inflight if sent >= now - SETTLE_SECONDS), default=None)
+
+    def _deliver_held(self, members: dict[str, list[Any]], budget: Learner, now: float) -> None:
+        """Tell `budget` of the others' 429s once what was sent before them has been answered."""
+        keep = []
+        self._local.feeding = True
+        try:
+            for sent_at, paused_until, heard in self._held:
+                if _settled(members, sent_at) or now - heard >= SETTLE_SECONDS:
+                    budget.pause(max(0.0, paused_until - now), sent_at)
+                else:
+                    keep.append((sent_at, paused_until, heard))
+        finally:
+            self._local.feeding = False
+        self._held = keep
 
     def _open(self) -> int:
         if self._fd is None:
@@ -317,7 +380,7 @@ class SharedBudget:
                 # Every answer and every 429 was a start: the account used the pace.
                 budget.record_start(sent_at)
                 if paused_until:
-                    budget.pause(max(0.0, paused_until - now), sent_at)
+                    self._held.append((sent_at, paused_until, now))
                 else:
                     budget.record_answer(sent_at)
         finally:
