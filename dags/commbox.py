@@ -53,7 +53,10 @@ service-account JSON), else dlt's
 
 DuckDB takes one writer at a time: on DuckDB the DAG runs one task at a time (`max_active_tasks=1`);
 on PostgreSQL and BigQuery the stream tasks run in parallel (`commbox_max_active_tasks`, default 8,
-and the executor's slots).
+and the executor's slots). Parallel stream tasks on one worker share one request budget for the
+account (the source's `shared_budget`, on by default: one schedule, one 429 pause, one learnt rate),
+so together they hold the account's limit; see docs/operations.md, "Parallel tasks share one
+account's rate", for tasks spread over several workers.
 """
 
 from __future__ import annotations

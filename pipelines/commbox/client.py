@@ -219,7 +219,15 @@ class RequestBudget:
         used, so its starts count as this budget's own."""
         if self._adaptive:
             with self._lock:
-                self._starts.append(sent_at)
+                # Heard a little late, so kept in order of sending: the sending rate reads the
+                # newest starts back to the first one outside its window.
+                index = len(self._starts)
+                while index and self._starts[index - 1] > sent_at:
+                    index -= 1
+                if len(self._starts) == self._starts.maxlen:
+                    self._starts.popleft()
+                    index = max(0, index - 1)
+                self._starts.insert(index, sent_at)
                 self._started += 1
 
     def _sent_at(self, sent_at: float | None) -> float:
