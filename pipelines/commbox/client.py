@@ -300,6 +300,14 @@ class RequestBudget:
         # bound counts every answer sent before it, known or late.
         self._burst = float(max(1, len(self._first_answers)))
         floor = max(self._lower_bound(sent), self._since_last_overshoot(sent))
+        if floor > 0:
+            # Once the rate is bounded from below, the answers before the first 429 bound the
+            # burst more tightly: the bucket refilled at that rate meanwhile. One step only: a
+            # floor that overstated the rate must not feed itself through a smaller burst.
+            burst = _most_above(self._first_answers, self._first_overshoot[0], floor) + 1
+            if burst < self._burst:
+                self._burst = burst
+                floor = max(floor, self._lower_bound(sent))
         if self._mode == "ramp":
             # The pace when it went out (the ramp grows only while it is used).
             self._pace /= RAMP_PER_SECOND ** max(0.0, now - sent)
@@ -444,6 +452,15 @@ def _best_rate_above(answers: deque[float], until: float, burst: float) -> float
             break
         best = max(best, (len(times) - index - burst) / span)
     return best
+
+
+def _most_above(answers: Iterable[float], until: float, rate: float) -> float:
+    """max over moments m before `until` of (answers sent in [m, until] - rate * (until - m)):
+    the tokens a bucket refilled at `rate` must have held to hand them out."""
+    times = _recent(answers, until)
+    return max(
+        (len(times) - index - rate * (until - moment) for index, moment in enumerate(times)), default=0.0
+    )
 
 
 def _header(headers: Any, *names: str) -> str | None:
