@@ -184,7 +184,7 @@ def _incremental(
     (ten batches, six minutes apart), then run the pipeline again on the same state and warehouse."""
     if workdir is None:
         return {"skipped": "no successful full pipeline run to continue from"}
-    target = max(1, round(sizes.conversations * sizes.change_share))
+    target = max(1, round(data.conversations * sizes.change_share))
     per_batch = max(1, target // 10)
     touched: set[int] = set()
     batches = 0
