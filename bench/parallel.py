@@ -248,7 +248,7 @@ def markdown(result: dict[str, Any], machine: str) -> str:
             f"{r['busiest_second']} | {r['conversations_loaded']}/{r['conversations']}"
             f"{'' if r['ok'] else ' (failed: ' + '; '.join(map(str, r['errors']))[:120] + ')'} |"
         )
-    lines += ["", SECTION_END]
+    lines += ["", *result.get("notes", []), "", SECTION_END]
     return "\n".join(lines)
 
 
