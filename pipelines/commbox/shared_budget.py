@@ -14,8 +14,10 @@ file under an exclusive `fcntl.flock`, kept in a directory every process on the 
 - **One pause.** A 429 seen by any process pauses every process until its `Retry-After` is over.
 - **One view of the server.** Every answer and every 429, with the moment its request was sent, goes
   into the file's log; before each request every process feeds the others' new entries to its own
-  budget (`record_answer`, `pause`), so each budget brackets the account's rate from the answers of
-  all processes, as one process with more workers would, and they all find and hold the same limit.
+  budget (`record_start`, `record_answer`, `pause`), so each budget brackets the account's rate from
+  the answers of all processes, as one process with more workers would, and they all find and hold
+  the same limit. A 429 is learnt from once the requests sent before it have their answers (it
+  comes back at once, they later), at most `SETTLE_SECONDS` after it; its pause applies at once.
 
 The file lives in `<directory>/commbox-budget-<sha256 of the base URL>.bin` (never the key): by
 default a folder in the system's temporary directory, `shared_budget = "<directory>"` names another
@@ -25,7 +27,8 @@ several hosts) the tasks do not share a file, see docs/operations.md.
 
 Layout of the file: a 4 KiB header (JSON, space-padded: the schedule, the pause, the members' paces,
 the log's sequence numbers), then the log, 24 bytes an entry (`sent_at`, `paused_until` (0 for an
-answer), the member that logged it). The log is compacted to its newest `KEEP_ENTRIES` when it grows past `MAX_ENTRIES`.
+answer), the member that logged it). The log is compacted to its newest `KEEP_ENTRIES` when it
+grows past `MAX_ENTRIES`.
 """
 
 from __future__ import annotations
