@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from pipelines.commbox import commbox_source
 from tests.helpers import column, duplicate_keys, load, make_test_pipeline, query, source_settings
@@ -114,3 +114,33 @@ def test_a_first_load_killed_in_a_slice_resumes_after_the_last_committed_one(sim
     # the committed slices are not loaded again: only the conversations after them (and the
     # lookback before the last cursor) are read as changed
     assert summary.conversations <= len(truth) - committed + 500
+
+
+def test_an_interrupted_backfill_never_moves_a_backfill_of_another_range(sim_factory, tmp_path):
+    """One pipeline, two backfill ranges (as Airflow's intervals are): a backfill of the later range
+    stops at its first checkpoint; a backfill of the earlier range then reads its own range whole
+    instead of resuming from the other's cursor."""
+    sim = sim_factory(conversations=1200)
+    sim.clock.advance(600)
+    created = sorted(o["created_at"] for o in sim.truth.objects())
+    middle = created[len(created) // 2]
+    late = (middle.date().isoformat(), (created[-1] + timedelta(days=1)).date().isoformat())
+    early = (created[0].date().isoformat(), middle.date().isoformat())
+    pipeline = make_test_pipeline(tmp_path)
+    start, end = late
+    # the library way: one slice per call, so the later range's progress stays in the state
+    pipeline.run(
+        commbox_source(
+            **source_settings(
+                sim, start_date=start, end_date=end, backfill=True, checkpoint_conversations=100, **LIGHT
+            )
+        )
+    )
+    assert any(
+        key.startswith("backfill@")
+        for key in pipeline.state["sources"]["commbox"]["resources"]["conversations"]
+    )
+    load(pipeline, sim, backfill=early, advance=0, checkpoint_conversations=0, **LIGHT)
+    start_at, end_at = (datetime.fromisoformat(day).replace(tzinfo=UTC) for day in early)
+    wanted = {o["object_id"] for o in sim.truth.objects() if start_at <= o["updated_at"] < end_at}
+    assert wanted and wanted <= set(column(pipeline, "objects", "object_id"))
