@@ -24,6 +24,13 @@ from tests.helpers import assert_equals_truth, load, make_test_pipeline, query, 
 THE_ISSUES_CHANGES = {"messages": 120, "status_changes": 60, "closures": 40, "reassignments": 20}
 
 
+@pytest.fixture(params=["default", "docs"])
+def sim(request, sim_factory) -> Any:
+    """The account in its default shape and exactly as the vendor documents it (list messages
+    without a sender: each changed conversation is looked up again while the race runs)."""
+    return sim_factory(profile=request.param)
+
+
 @pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
 def destination(request, tmp_path) -> Any:
     """One warehouse that the scheduled pipeline and every backfill pipeline load into."""
