@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -170,3 +171,20 @@ class FakeAccount:
         offset = (page - self.page_base) * max(1, size - self.overlap)
         items = [c.as_item() for c in chosen[offset : offset + size]]
         return Envelope(items, self.server_now, "Success")
+
+
+class FakeClock:
+    """A monotonic clock that a sleep moves forward at once, shared safely by threads (budgets and
+    the client read it instead of `time`)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self._lock = threading.Lock()
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.now += max(0.0, seconds)

@@ -18,22 +18,7 @@ from requests.structures import CaseInsensitiveDict
 from bench import pace_model
 from pipelines.commbox import client as client_module
 from pipelines.commbox.client import RequestBudget
-
-
-class FakeClock:
-    """A monotonic clock that a sleep moves forward at once, shared safely by threads."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self._lock = threading.Lock()
-
-    def monotonic(self) -> float:
-        with self._lock:
-            return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.now += max(0.0, seconds)
+from tests.fakes import FakeClock
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,24 +26,9 @@ from pipelines.commbox import shared_budget as shared_module
 from pipelines.commbox.client import RequestBudget
 from pipelines.commbox.config import ConfigError, validate
 from pipelines.commbox.shared_budget import SharedBudget, budget_path, shared_budget_for
+from tests.fakes import FakeClock
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-class FakeClock:
-    """A monotonic clock that a sleep moves forward at once (shared by the budgets and the client)."""
-
-    def __init__(self) -> None:
-        self.now = 5000.0
-        self._lock = threading.Lock()
-
-    def monotonic(self) -> float:
-        with self._lock:
-            return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self._lock:
-            self.now += max(0.0, seconds)
 
 
 class Listener:
@@ -71,7 +55,7 @@ class Listener:
 
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
+    fake = FakeClock(5000.0)
     monkeypatch.setattr(
         client_module, "time", SimpleNamespace(monotonic=fake.monotonic, sleep=fake.sleep, time=time.time)
     )
