@@ -247,6 +247,17 @@ def week_of(day: date) -> date:
     return day - timedelta(days=day.weekday())
 
 
+# The columns of the attainment marts that hold a ClockCounts, in its field order.
+CLOCK_COUNT_COLUMNS = (
+    "clocks",
+    "met_clocks",
+    "breached_clocks",
+    "running_clocks",
+    "running_past_target_clocks",
+    "undetermined_clocks",
+)
+
+
 @dataclass(frozen=True)
 class ClockCounts:
     """SLA clocks partitioned: met + breached + running + undetermined = clocks.
@@ -260,6 +271,11 @@ class ClockCounts:
     running: int = 0
     running_past_target: int = 0
     undetermined: int = 0
+
+    @classmethod
+    def of_row(cls, row: Mapping[str, Any]) -> ClockCounts:
+        """The counts of a mart row's `clocks`, `met_clocks`, ... `undetermined_clocks` columns."""
+        return cls(*(int(row[column] or 0) for column in CLOCK_COUNT_COLUMNS))
 
     def __add__(self, other: ClockCounts) -> ClockCounts:
         return ClockCounts(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple(), strict=True)))
@@ -499,19 +515,7 @@ def collect_figures(
         ):
             stream_id, metric = int(row["stream_id"]), str(row["metric"])
             figures.daily[(str(row["time_basis"]), metric, stream_id, as_date(row["local_date"]))] = (
-                ClockCounts(
-                    *(
-                        int(row[key] or 0)
-                        for key in (
-                            "clocks",
-                            "met_clocks",
-                            "breached_clocks",
-                            "running_clocks",
-                            "running_past_target_clocks",
-                            "undetermined_clocks",
-                        )
-                    )
-                )
+                ClockCounts.of_row(row)
             )
             low, high = int(row["min_target_seconds"]), int(row["max_target_seconds"])
             known = figures.targets.get((metric, stream_id), (low, high))
@@ -572,19 +576,7 @@ def collect_figures(
             end,
         ):
             manager_id = int(row["manager_id"])
-            counts = ClockCounts(
-                *(
-                    int(row[key] or 0)
-                    for key in (
-                        "clocks",
-                        "met_clocks",
-                        "breached_clocks",
-                        "running_clocks",
-                        "running_past_target_clocks",
-                        "undetermined_clocks",
-                    )
-                )
-            )
+            counts = ClockCounts.of_row(row)
             is_bot, total = agents.get(manager_id, (False, ClockCounts()))
             agents[manager_id] = (is_bot or bool(row["is_bot"]), total + counts)
         figures.agents = [
