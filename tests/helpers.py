@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -130,3 +131,25 @@ def assert_equals_truth(pipeline: dlt.Pipeline, sim: Any, activity_types: tuple[
             truth["manager_id"],
         )
         assert created_at == truth["created_at"]
+
+
+# Environment variables this project reads: cleared before a CLI test sets its own.
+OWN_PREFIXES = ("SOURCES__", "DESTINATION", "DATASET_NAME", "COMMBOX_", "REPORTING__", "SLA__", "GOOGLE_")
+
+
+def point_cli_at(monkeypatch: Any, tmp_path: Path, sim: Any, **extra: str) -> list[str]:
+    """`main()` pointed at the simulator and a DuckDB file in tmp_path through the environment (the
+    caller's own settings cleared first, `extra` as SOURCES__COMMBOX__<KEY>); returns the flags."""
+    for key in list(os.environ):
+        if key.startswith(OWN_PREFIXES):
+            monkeypatch.delenv(key)
+    environment = {
+        "SOURCES__COMMBOX__BASE_URL": sim.base_url,
+        "SOURCES__COMMBOX__API_KEY": sim.api_key,
+        "SOURCES__COMMBOX__START_DATE": source_settings(sim)["start_date"],
+        "DESTINATION__DUCKDB__CREDENTIALS": str(tmp_path / "warehouse.duckdb"),
+        **{f"SOURCES__COMMBOX__{key.upper()}": value for key, value in extra.items()},
+    }
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    return ["--pipelines-dir", str(tmp_path / "pipelines")]

@@ -13,7 +13,14 @@ import pytest
 
 from pipelines.cli import EXIT_HOLES, main
 from pipelines.ops.status import read_status, render_status
-from tests.helpers import column, duplicate_keys, load, make_test_pipeline, query, source_settings
+from tests.helpers import (
+    column,
+    duplicate_keys,
+    load,
+    make_test_pipeline,
+    point_cli_at,
+    query,
+)
 
 PAGINGS = {
     "0-based": {"page_base": 0},
@@ -64,24 +71,14 @@ def test_a_first_load_through_crowded_seconds_in_the_history(sim_factory, tmp_pa
     assert_objects_and_messages_equal_truth(pipeline, sim)
 
 
-def cli_env(monkeypatch, tmp_path, sim) -> list[str]:
-    for key, value in {
-        "SOURCES__COMMBOX__BASE_URL": sim.base_url,
-        "SOURCES__COMMBOX__API_KEY": sim.api_key,
-        "SOURCES__COMMBOX__START_DATE": source_settings(sim)["start_date"],
-        "SOURCES__COMMBOX__INCLUDE_TRANSCRIPTS": "false",
-        "SOURCES__COMMBOX__ACTIVITY_TYPES": "",
-        "DESTINATION__DUCKDB__CREDENTIALS": str(tmp_path / "warehouse.duckdb"),
-    }.items():
-        monkeypatch.setenv(key, value)
-    return ["--pipelines-dir", str(tmp_path / "pipelines"), "--no-views"]
-
-
 def test_a_second_the_api_cannot_page_is_a_hole_that_a_later_run_fills(
     sim_factory, tmp_path, monkeypatch, capsys
 ):
     sim = sim_factory(conversations=1600, max_page_size=50, unpageable=True, clock_running=False)
-    flags = cli_env(monkeypatch, tmp_path, sim)
+    flags = [
+        *point_cli_at(monkeypatch, tmp_path, sim, include_transcripts="false", activity_types=""),
+        "--no-views",
+    ]
     sim.clock.advance(600)
     assert main(["run", *flags]) == 0
     touched = set(sim.mutate(bulk=400, bulk_streams=1)["bulk"])

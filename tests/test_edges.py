@@ -23,13 +23,12 @@ import pytest
 from pipelines.cli import build_parser, main
 from pipelines.ops.runner import backfill_pipeline_name
 from tests.fixtures.faults_harness import Cli
-from tests.helpers import source_settings
+from tests.helpers import OWN_PREFIXES
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "pipelines.cli"]
 DLT = Path(sys.executable).with_name("dlt")
 # Settings a developer's shell may carry; every subprocess here starts without them.
-OWN_PREFIXES = ("SOURCES__", "DESTINATION", "DATASET_NAME", "COMMBOX_", "REPORTING__", "SLA__", "GOOGLE_")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -47,22 +46,6 @@ def cli(cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float
 
 def left_in(root: Path) -> list[str]:
     return sorted(str(path.relative_to(root)) for path in root.rglob("*"))
-
-
-@pytest.fixture
-def cli_env(monkeypatch, tmp_path, sim):
-    """`main()` pointed at the simulator and a DuckDB file in tmp_path, through the environment."""
-    for key in list(os.environ):
-        if key.startswith(OWN_PREFIXES):
-            monkeypatch.delenv(key)
-    for key, value in {
-        "SOURCES__COMMBOX__BASE_URL": sim.base_url,
-        "SOURCES__COMMBOX__API_KEY": sim.api_key,
-        "SOURCES__COMMBOX__START_DATE": source_settings(sim)["start_date"],
-        "DESTINATION__DUCKDB__CREDENTIALS": str(tmp_path / "warehouse.duckdb"),
-    }.items():
-        monkeypatch.setenv(key, value)
-    return ["--pipelines-dir", str(tmp_path / "pipelines")]
 
 
 def requests_served(sim) -> int:

@@ -19,19 +19,6 @@ from tests.helpers import load, make_test_pipeline, source_settings
 from tests.test_sla_known_answers import CONVERSATIONS, load_conversations
 
 
-@pytest.fixture
-def cli_env(monkeypatch, tmp_path, sim):
-    """The CLI pointed at the simulator and a DuckDB file in tmp_path, through the environment."""
-    for key, value in {
-        "SOURCES__COMMBOX__BASE_URL": sim.base_url,
-        "SOURCES__COMMBOX__API_KEY": sim.api_key,
-        "SOURCES__COMMBOX__START_DATE": source_settings(sim)["start_date"],
-        "DESTINATION__DUCKDB__CREDENTIALS": str(tmp_path / "warehouse.duckdb"),
-    }.items():
-        monkeypatch.setenv(key, value)
-    return ["--pipelines-dir", str(tmp_path / "pipelines")]
-
-
 def test_status_shows_each_streams_window_lag_rows_and_the_last_run(sim, tmp_path):
     pipeline = make_test_pipeline(tmp_path)
     load(pipeline, sim)
