@@ -20,7 +20,6 @@ from .report_data import (
     BASIS_LABELS,
     CHART_BASIS,
     METRIC_LABELS,
-    METRICS,
     RECONCILIATION_NOT_BUILT,
     REPORTING_SCHEMA,
     TIME_BASES,
@@ -77,22 +76,16 @@ def _count_cells(counts: ClockCounts) -> list[str]:
 
 def attainment_table(figures: Figures, basis: str) -> str:
     """Per channel and metric (then all channels), the clocks of one time basis."""
-    table = []
-    for stream_id in [*figures.channels, None]:
-        name = "all channels" if stream_id is None else figures.names[stream_id]
-        for metric in METRICS:
-            counts = figures.counts(basis, metric, stream_id)
-            if not counts.clocks and stream_id is not None:
-                continue
-            table.append(
-                [
-                    name,
-                    METRIC_LABELS[metric],
-                    figures.target_label(metric, stream_id),
-                    *_count_cells(counts),
-                    clock_duration(figures.median_seconds(basis, metric, stream_id)),
-                ]
-            )
+    table = [
+        [
+            name,
+            METRIC_LABELS[metric],
+            figures.target_label(metric, stream_id),
+            *_count_cells(counts),
+            clock_duration(figures.median_seconds(basis, metric, stream_id)),
+        ]
+        for stream_id, name, metric, counts in figures.attainment_rows(basis)
+    ]
     return format_table(ATTAINMENT_HEADERS, table)
 
 

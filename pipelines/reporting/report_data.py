@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -381,6 +381,17 @@ class Figures:
 
     def weeks(self) -> list[date]:
         return sorted({week_of(day) for day in self.dates()})
+
+    def attainment_rows(self, basis: str) -> Iterator[tuple[int | None, str, str, ClockCounts]]:
+        """(stream id, channel name, metric, counts) per channel and metric that had clocks in
+        `basis`, then every metric over all channels (stream id None): the rows of both reports'
+        attainment tables."""
+        for stream_id in [*self.channels, None]:
+            name = "all channels" if stream_id is None else self.names[stream_id]
+            for metric in METRICS:
+                counts = self.counts(basis, metric, stream_id)
+                if counts.clocks or stream_id is None:
+                    yield stream_id, name, metric, counts
 
     def counts(
         self,

@@ -472,19 +472,14 @@ def attainment_table(figures: Figures, basis: str) -> str:
         f"<th>median ({basis} time)</th></tr>"
     )
     body = []
-    for stream_id in [*figures.channels, None]:
-        name = "all channels" if stream_id is None else figures.names[stream_id]
-        for metric in METRICS:
-            counts = figures.counts(basis, metric, stream_id)
-            if not counts.clocks and stream_id is not None:
-                continue
-            middle = figures.median_seconds(basis, metric, stream_id)
-            body.append(
-                f'<tr{_TOTAL if stream_id is None else ""} data-stream="{stream_id or "all"}" '
-                f'data-metric="{metric}"><td>{_e(name)}</td><td class="metric">{METRIC_LABELS[metric]}</td>'
-                f"<td>{_e(figures.target_label(metric, stream_id))}</td>{_counts_cells(counts)}"
-                f"<td>{'-' if middle is None else _e(short_duration(middle))}</td></tr>"
-            )
+    for stream_id, name, metric, counts in figures.attainment_rows(basis):
+        middle = figures.median_seconds(basis, metric, stream_id)
+        body.append(
+            f'<tr{_TOTAL if stream_id is None else ""} data-stream="{stream_id or "all"}" '
+            f'data-metric="{metric}"><td>{_e(name)}</td><td class="metric">{METRIC_LABELS[metric]}</td>'
+            f"<td>{_e(figures.target_label(metric, stream_id))}</td>{_counts_cells(counts)}"
+            f"<td>{'-' if middle is None else _e(short_duration(middle))}</td></tr>"
+        )
     return (
         f'<table class="attainment" data-basis="{basis}"><caption>Attainment in {_e(BASIS_LABELS[basis])}'
         f"</caption>{head}{''.join(body)}</table>"
