@@ -96,6 +96,8 @@ class Outcome:
     throttled: int
     failed_5xx: int
     sent: int
+    events: int = 0  # overshoots the budget reacted to
+    learnt: dict[str, float] | None = None  # what the budget learnt, for a later run to resume
 
     @property
     def share_of_rate(self) -> float:
@@ -118,13 +120,17 @@ def run(
     headers: bool = False,
     configured: float = 0.0,
     seed: int = 1,
+    learnt: dict[str, float] | None = None,
 ) -> Outcome:
-    """Send as fast as the budget lets for `seconds` of simulated time against a `rate` bucket."""
+    """Send as fast as the budget lets for `seconds` of simulated time against a `rate` bucket
+    (full at the start); with `learnt`, the budget first resumes what an earlier one learnt (the
+    next checkpoint slice, or the next run)."""
     clock = SimClock()
     saved = client_module.time
     client_module.time = SimpleNamespace(monotonic=clock.monotonic, sleep=clock.sleep, time=time.time)  # type: ignore[assignment]
     try:
         budget = RequestBudget(concurrency, configured)
+        budget.resume(learnt)
         bucket = Bucket(rate, burst, stamp=clock.now)
         rng = random.Random(seed)
         end = clock.now + seconds
@@ -169,7 +175,16 @@ def run(
                 in_flight += 1
                 sent = bucket.headers() if headers else None
                 clock.at(now + latency, lambda t=now, s=status, r=retry_after, h=sent: answer(t, s, r, h))
-        return Outcome(rate, seconds, counts["ok"], counts["429"], counts["5xx"], counts["sent"])
+        return Outcome(
+            rate,
+            seconds,
+            counts["ok"],
+            counts["429"],
+            counts["5xx"],
+            counts["sent"],
+            budget.events,
+            budget.learnt(),
+        )
     finally:
         client_module.time = saved  # type: ignore[assignment]
 

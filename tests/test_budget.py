@@ -311,3 +311,55 @@ def test_answers_that_overstate_the_rate_cannot_hold_the_pace_above_it(clock):
         overshot = budget.pace
         budget.pause(1.0, clock.monotonic())
         assert budget.pace <= 0.98 * overshot
+
+
+@pytest.mark.parametrize("rate", [10, 50, 200])
+def test_a_budget_that_resumes_what_the_last_one_learnt_starts_at_its_pace(rate):
+    # The next checkpoint slice (or the next run) on the same account: no first wave of 429s, no
+    # pause and ramp to find the rate again.
+    first = pace_model.run(rate, seconds=60)
+    assert first.learnt is not None and first.events >= 2
+    second = pace_model.run(rate, seconds=60, learnt=first.learnt)
+    assert second.events < first.events
+    assert second.throttled < first.throttled
+    assert second.share_of_rate >= 0.96
+
+
+@pytest.mark.parametrize("rate", [10, 50, 200])
+def test_a_remembered_pace_above_the_limit_is_learnt_again(rate):
+    # The limit was lowered since (or the memory is wrong): the first 429 relearns it as a fresh
+    # budget would, instead of backing off from a guess made of a few starts.
+    out = pace_model.run(rate, seconds=120, learnt={"floor": 2.0 * rate, "ceiling": 2.2 * rate, "burst": 10})
+    assert out.share_of_rate >= 0.88
+    assert out.throttled_share <= 0.02
+    assert out.learnt is not None and out.learnt["floor"] <= rate * 1.0001
+
+
+@pytest.mark.parametrize("rate", [10, 50, 200])
+def test_a_remembered_pace_below_the_limit_is_left_behind(rate):
+    # The limit was raised since: past the old ceiling without a 429, the rate is found again.
+    out = pace_model.run(rate, seconds=120, learnt={"floor": 0.5 * rate, "ceiling": 0.55 * rate, "burst": 10})
+    assert out.share_of_rate >= 0.8
+    assert out.learnt is not None and out.learnt["floor"] >= 0.95 * rate
+
+
+def test_a_resumed_budget_keeps_the_burst_it_was_given():
+    # It saw no first 429 of its own: its first overshoot must not take the burst to be 1 (which
+    # would overstate every lower bound of the rate by the burst it forgot).
+    out = pace_model.run(50, seconds=120, learnt={"floor": 48.0, "ceiling": 60.0, "burst": 10})
+    assert out.events >= 1
+    assert out.learnt is not None and out.learnt["burst"] == 10
+
+
+def test_a_pace_memory_is_recalled_only_for_its_account_and_while_recent(monkeypatch):
+    learnt = {"floor": 40.0, "ceiling": 44.0, "burst": 10.0}
+    memory = client_module.pace_memory(learnt, "https://api.example.test/")
+    assert client_module.pace_memory(None, "https://api.example.test") is None
+    assert client_module.recalled_pace(memory, "https://API.example.test") == learnt
+    assert client_module.recalled_pace(memory, "https://other.example.test") is None
+    assert "api.example.test" not in str(memory)  # a digest names the account
+    for garbage in (None, "x", {}, {**memory, "at": "soon"}):
+        assert client_module.recalled_pace(garbage, "https://api.example.test") is None
+    later = time.time() + client_module.REMEMBER_SECONDS + 60
+    monkeypatch.setattr(client_module, "time", SimpleNamespace(time=lambda: later))
+    assert client_module.recalled_pace(memory, "https://api.example.test") is None

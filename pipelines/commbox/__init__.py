@@ -36,7 +36,7 @@ from dlt.common.typing import TDataItem
 from dlt.extract.resource import DltResource
 from dlt.extract.source import DltSource
 
-from .client import OPTIONAL_ENDPOINT_ERRORS, CommBoxClient, NotFound
+from .client import OPTIONAL_ENDPOINT_ERRORS, CommBoxClient, NotFound, pace_memory
 from .coerce import Warnings, as_list, to_int
 from .config import SETTINGS_SIGNATURE, SourceConfig, SourceSettings, source_config
 from .normalise import BadRecord, activity_rows, manager_row, transcript_row
@@ -137,6 +137,8 @@ class RunContext:
             "limit_rps": round(limit, 3),
             "configured": bool(self.settings.max_requests_per_second),
             "processes": shared.members if shared is not None else 1,
+            # The rate this budget bracketed, for the next slice and the next run to start from.
+            "learnt": pace_memory(self.client.budget.learnt(), self.settings.base_url),
         }
 
     def stream_stats(self) -> list[dict[str, Any]]:

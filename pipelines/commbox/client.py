@@ -11,7 +11,9 @@ a pause that a 429 imposes on all workers at once).
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import logging
+import math
 import re
 import threading
 import time
@@ -55,11 +57,19 @@ QUIET_SECONDS = 2.0  # rest at least this long before creeping up; doubles when 
 MAX_QUIET_SECONDS = 600.0
 CREEP_SECONDS = 8.0  # time constant of the approach to the ceiling
 PROBE_PER_SECOND = 0.005  # past the ceiling
+# Past the ceiling this long with no 429 (and long enough for the probe to have spent the burst,
+# were the rate still under the ceiling), the ceiling no longer holds: the limit was raised, or a
+# resumed bracket was learnt when it was lower. The rate is then found again, by the ramp.
+RELEARN_SECONDS = 10.0
 ADJUST_SECONDS = 0.25  # the pace changes at most this often
 USE_WINDOW_SECONDS = 1.0  # how much of its pace the run uses is counted over this long
+USE_STARTS = 10.0  # and over at least this many starts at the pace (fewer cannot tell 90% from 80%)
 RAMP_USED = 0.5  # the ramp grows only while the run sends at least this share of its pace
 CREEP_USED = 0.9  # and creeps only above this share
 MAX_QUOTA_WAIT_SECONDS = 60.0
+# A run starts from the pace its pipeline's last run learnt when that is at most this old: a limit
+# rarely changes, a wrong one is re-learnt at its first 429, and an older one is learnt afresh.
+REMEMBER_SECONDS = 24 * 3600.0
 # Throttling can last a while; errors should not. 429s get this many times more attempts.
 THROTTLE_ATTEMPTS_FACTOR = 5
 USER_AGENT = "commbox-etl/0.1 (+dlt)"
@@ -160,6 +170,7 @@ class RequestBudget:
         self._confirmed = 0
         self._probe_after = 0.0
         self._last_adjust = 0.0
+        self._above_since: float | None = None  # since when the pace is past the ceiling
         self.events = 0  # overshoots reacted to (429s or an exhausted quota), for the run's log
         # Issue 16: an optional `shared_budget.SharedBudget` joining the other processes that read
         # the same account: it gives every start, hears every answer and 429, and tells this budget
@@ -198,6 +209,7 @@ class RequestBudget:
             self._burst = burst
             self._quiet = QUIET_SECONDS
             self._probe_after = self._last_adjust = time.monotonic()
+            self._above_since = None
 
     def record_answer(self, sent_at: float | None = None) -> None:
         """The server answered a request sent at `sent_at` (default: this thread's last start)
@@ -282,25 +294,22 @@ class RequestBudget:
             self._told_factor *= 0.99
             self._pace = self._floor = self._told * self._told_factor
             return
+        self._above_since = None
         if self._mode == "free":
-            # Everything answered before the first 429 came out of the burst (and a little of the
-            # rate): an upper bound of the burst, which the windows below subtract.
-            # Kept apart: the log forgets them on a long run, and the burst bound below needs them.
-            self._first_answers = _recent(self._answers, sent)
-            self._burst = float(max(1, len(self._first_answers)))
-            self._pace = max(1.0 / max(wait, 1e-3), self._burst / max(wait, 1.0))
-            self._mode = "ramp"
-            self._last_sent_overshoot = self._first_overshoot = (sent, wait)
-            self._next_start = 0.0
-            self._started = 0
-            self._last_adjust = self._resumed_at = now + wait
-            logger.info("throttled: finding the server's rate (burst ≤ %d)", self._burst)
+            self._first_throttle(now, sent, wait)
             return
         # Requests sent before the first 429 but answered after it took tokens too: the burst
-        # bound counts every answer sent before it, known or late.
-        self._burst = float(max(1, len(self._first_answers)))
+        # bound counts every answer sent before it, known or late. A budget that resumed what an
+        # earlier one learnt saw no first 429, and keeps the burst it was given.
+        if self._first_answers:
+            self._burst = float(max(1, len(self._first_answers)))
         floor = max(self._lower_bound(sent), self._since_last_overshoot(sent))
-        if floor > 0:
+        if floor <= 0 and not self._first_answers:
+            # A resumed bracket overshot before anything bounded the rate from below: it was
+            # learnt when the limit was higher. Learn it afresh, as at a first 429.
+            self._first_throttle(now, sent, wait)
+            return
+        if floor > 0 and self._first_answers:
             # Once the rate is bounded from below, the answers before the first 429 bound the
             # burst more tightly: the bucket refilled at that rate meanwhile. One step only: a
             # floor that overstated the rate must not feed itself through a smaller burst.
@@ -346,6 +355,21 @@ class RequestBudget:
             self._ceiling,
         )
 
+    def _first_throttle(self, now: float, sent: float, wait: float) -> None:
+        """The first 429 (lock held): start bracketing the rate from the answers before it."""
+        # Everything answered before the first 429 came out of the burst (and a little of the
+        # rate): an upper bound of the burst, which the windows below subtract.
+        # Kept apart: the log forgets them on a long run, and the burst bound below needs them.
+        self._first_answers = _recent(self._answers, sent)
+        self._burst = float(max(1, len(self._first_answers)))
+        self._pace = max(1.0 / max(wait, 1e-3), self._burst / max(wait, 1.0))
+        self._mode = "ramp"
+        self._last_sent_overshoot = self._first_overshoot = (sent, wait)
+        self._next_start = 0.0
+        self._started = 0
+        self._last_adjust = self._resumed_at = now + wait
+        logger.info("throttled: finding the server's rate (burst ≤ %d)", self._burst)
+
     def _sending_rate(self, sent: float) -> float:
         """Starts a second over a short window before `sent` (lock held)."""
         window = max(MIN_WINDOW_SECONDS, 8.0 / self._pace) if self._pace else MIN_WINDOW_SECONDS
@@ -384,21 +408,40 @@ class RequestBudget:
         # Raising a pace the run does not use proves nothing and would let it burst later. Use is
         # counted over the last second (a quarter of a second at a few requests a second holds too
         # few starts to tell), and not before the last pause ended.
-        window = min(USE_WINDOW_SECONDS, max(ADJUST_SECONDS, now - self._resumed_at))
+        window = min(
+            max(USE_WINDOW_SECONDS, USE_STARTS / self._pace if self._pace else 0.0),
+            max(ADJUST_SECONDS, now - self._resumed_at),
+        )
         since = now - window
         recent = 0
         for moment in reversed(self._starts):
             if moment <= since:
                 break
             recent += 1
-        used = recent / window / self._pace if self._pace else 1.0
+        # The start asking now counts too: without it, a run that uses its whole pace would read
+        # as 90% at ten starts a window.
+        used = (recent + 1) / window / self._pace if self._pace else 1.0
         if self._mode == "ramp":
             if used >= RAMP_USED:
                 self._pace *= RAMP_PER_SECOND**elapsed
         elif now >= self._probe_after and used >= CREEP_USED:
             # Towards the ceiling, then (the server may allow more by now) slowly past it.
-            gap = max(0.0, self._ceiling - self._pace) * min(1.0, elapsed / CREEP_SECONDS)
+            # (Aimed a little past it, so that it gets there: an approach never arrives.)
+            target = self._ceiling * (1 + CONFIRM_TOLERANCE)
+            gap = max(0.0, target - self._pace) * min(1.0, elapsed / CREEP_SECONDS)
             self._pace += max(gap, self._pace * PROBE_PER_SECOND * elapsed)
+            if self._pace >= self._ceiling:
+                self._above_since = self._above_since or now
+                # Under a rate at most the ceiling, the probe's excess (growing at PROBE_PER_SECOND
+                # of the pace a second) spends the burst within sqrt(2 burst / (probe ceiling));
+                # half as long again, and no 429 means the rate is above it.
+                spent = math.sqrt(2 * self._burst / (PROBE_PER_SECOND * self._ceiling))
+                if now - self._above_since >= max(RELEARN_SECONDS, 1.5 * spent):
+                    logger.info(
+                        "no 429 above %.4g requests/s: finding the server's rate again", self._ceiling
+                    )
+                    self._mode = "ramp"
+                    self._above_since = None
         self._last_adjust = now
         self._started = 0
 
@@ -433,6 +476,33 @@ class RequestBudget:
 
     def __exit__(self, *exc: object) -> None:
         self._slots.release()
+
+
+def pace_memory(learnt: dict[str, float] | None, base_url: str) -> dict[str, Any] | None:
+    """What a run keeps of `RequestBudget.learnt()` for the next run of its pipeline: the bracket,
+    when it was learnt (Unix seconds) and which account it belongs to (a digest of the base URL:
+    a pipeline pointed at another account must not start from this one's rate)."""
+    if not learnt:
+        return None
+    return {**learnt, "at": round(time.time(), 3), "account": _account_digest(base_url)}
+
+
+def recalled_pace(memory: Any, base_url: str) -> dict[str, float] | None:
+    """The bracket a `pace_memory` holds, for `RequestBudget.resume`, when it belongs to the account
+    at `base_url` and is at most `REMEMBER_SECONDS` old; None otherwise (learn afresh)."""
+    if not isinstance(memory, dict) or memory.get("account") != _account_digest(base_url):
+        return None
+    try:
+        age = time.time() - float(memory["at"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if abs(age) > REMEMBER_SECONDS:  # (a state written on another host's clock may be ahead)
+        return None
+    return {key: memory[key] for key in ("floor", "ceiling", "burst") if key in memory}
+
+
+def _account_digest(base_url: str) -> str:
+    return hashlib.sha256(base_url.rstrip("/").lower().encode()).hexdigest()[:16]
 
 
 def _recent(answers: Iterable[float], until: float) -> list[float]:

@@ -30,7 +30,7 @@ from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from ..commbox import RunContext, load_source_config, source_for
-from ..commbox.client import ApiError
+from ..commbox.client import ApiError, recalled_pace
 from ..commbox.config import (
     ConfigError,
     SourceConfig,
@@ -343,11 +343,20 @@ def run_pipeline(
         _waiting_for_destination_lock("sync", pipeline.sync_destination)
         if pipeline.has_pending_data:
             discard_unfinished_packages(pipeline)
+        # The rate a recent run of this pipeline learnt (committed with its state): the first
+        # slice starts there instead of finding it again; a wrong one is re-learnt at its 429.
+        last = pipeline.state.get("sources", {}).get("commbox", {}).get("pace")
+        learnt = recalled_pace(
+            last.get("learnt") if isinstance(last, dict) else None, config.settings.base_url
+        )
         while True:
             # Each slice reads with a context of its own (client, counters, `more`), built here and
             # handed to the source, so the counters are read from it after the extraction.
             context = RunContext(config)
+            # Each slice's budget goes on from what the one before it learnt.
+            context.client.budget.resume(learnt)
             _run_slice(pipeline, source_for(context), context, summary, refresh)
+            learnt = context.client.budget.learnt() or learnt
             holes.update(context.holes)
             summary.holes = [
                 (stream_id, a, b) for stream_id, found in sorted(holes.items()) for a, b in found
