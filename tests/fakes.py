@@ -124,6 +124,11 @@ class FakeAccount:
             if c.stream == stream and start * MICROS <= getattr(c, mode) < end * MICROS
         }
 
+    def now(self) -> datetime | None:
+        """The server's clock, as `CommBoxClient.now` asks for it."""
+        self.requests += 1
+        return self.server_now
+
     def get(self, path: str, params: dict[str, Any]) -> Envelope:
         """The envelope the list endpoint answers for `params`; `BadRequest` for what it refuses."""
         self.requests += 1

@@ -82,6 +82,10 @@ BAD: list[tuple[dict[str, str], tuple[str, ...], str]] = [
         ({K + "CHECKPOINT_CONVERSATIONS": v}, RUN, "checkpoint_conversations")
         for v in ("-1", "abc", "1.5", "inf", "1e12")
     ],
+    *[
+        ({K + "SNAPSHOT_MAX_AGE_SECONDS": v}, RUN, "snapshot_max_age_seconds")
+        for v in ("-1", "abc", "1.5", "nan", "1e9")
+    ],
     ({K + "PSEUDONYMIZE": "maybe"}, RUN, "pseudonymize"),
     ({K + "PSEUDONYMIZE": "true"}, RUN, "pseudonymize_key"),
     *[({K + "START_DATE": v}, RUN, "start_date") for v in ("2099-01-01", "not-a-date", "2024-13-45")],

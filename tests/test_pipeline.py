@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import pytest
@@ -68,6 +69,45 @@ def test_second_run_without_change_adds_no_rows_and_only_lists(sim, tmp_path):
     assert summary.conversations == 0
     assert {table: len(column(pipeline, table, "1")) for table in counts} == counts
     assert summary.rows.get("objects", 0) == 0
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_a_run_without_change_sends_one_list_call_per_stream_window_and_nothing_else(
+    sim_factory, tmp_path, profile
+):
+    sim = sim_factory(profile=profile)
+    pipeline = make_test_pipeline(tmp_path)
+    load(pipeline, sim)
+    sim.reset_stats()
+    summary = load(pipeline, sim, advance=60)
+    requests = sim.stats()["requests"]
+    assert summary.windows > 0
+    assert requests == {"objects": summary.windows}
+
+
+def test_snapshots_are_read_again_once_older_than_their_max_age(sim, tmp_path):
+    # The age is measured on the server's clock as this machine estimates it (its own clock plus
+    # the skew the last run measured): the simulator's clock runs with real time here, so real
+    # seconds have to pass.
+    pipeline = make_test_pipeline(tmp_path)
+    load(pipeline, sim, snapshot_max_age_seconds=1)
+    first = query(pipeline, "select max(observed_at) from streams")[0][0]
+    sim.reset_stats()
+    time.sleep(1.5)
+    load(pipeline, sim, advance=0, snapshot_max_age_seconds=1)
+    requests = sim.stats()["requests"]
+    assert requests["managers"] == 1
+    assert requests["stats_streams"] == 1
+    assert requests["availability"] == len(sim.truth.streams())
+    assert query(pipeline, "select max(observed_at) from streams")[0][0] > first
+
+
+def test_snapshots_are_read_every_run_with_max_age_zero(sim, tmp_path):
+    pipeline = make_test_pipeline(tmp_path)
+    load(pipeline, sim, snapshot_max_age_seconds=0)
+    sim.reset_stats()
+    load(pipeline, sim, advance=60, snapshot_max_age_seconds=0)
+    assert sim.stats()["requests"]["managers"] == 1
 
 
 def test_mutations_on_old_conversations_are_seen(profile_sim, tmp_path):

@@ -36,6 +36,7 @@ SAMPLES = {
     "pseudonymize": ("true", lambda c: c.settings.pseudonymize is True),
     "pseudonymize_key": ("unit-test-pepper", lambda c: c.pseudonymize_key == "unit-test-pepper"),
     "checkpoint_conversations": ("12", lambda c: c.settings.checkpoint_conversations == 12),
+    "snapshot_max_age_seconds": ("600", lambda c: c.settings.snapshot_max_age_seconds == 600),
     "shared_budget": ("OFF", lambda c: c.settings.shared_budget == "off"),
 }
 

@@ -6,13 +6,16 @@ yields and what it leaves in the state dict that dlt would persist with the load
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 from typing import Any
+
+import pytest
 
 from pipelines.commbox.coerce import Warnings
 from pipelines.commbox.config import SourceSettings, validate
 from pipelines.commbox.settings import MODE_CREATED, MODE_UPDATED
-from pipelines.commbox.walker import StreamWalker
+from pipelines.commbox.walker import CLOCK_TOLERANCE_SECONDS, StreamWalker
 from pipelines.commbox.windows import CapTracker, WindowReader
 from tests.fakes import FakeAccount
 
@@ -51,12 +54,23 @@ def settings(**overrides: Any) -> SourceSettings:
 
 
 def walk(
-    account: FakeAccount, state: dict[str, Any] | None, now: int, **overrides: Any
+    account: FakeAccount,
+    state: dict[str, Any] | None,
+    now: int,
+    *,
+    now_is_estimate: bool = False,
+    **overrides: Any,
 ) -> tuple[list[list[dict[str, Any]]], StreamWalker]:
     """Every batch one walk yields, as a run in a fresh process would (its cap history empty)."""
     reader = WindowReader(account, STREAM, caps=CapTracker(100), warnings=Warnings())
     walker = StreamWalker(
-        reader, settings(**overrides), state, datetime.fromtimestamp(now, tz=UTC), Warnings(), {}
+        reader,
+        settings(**overrides),
+        state,
+        datetime.fromtimestamp(now, tz=UTC),
+        Warnings(),
+        {},
+        now_is_estimate=now_is_estimate,
     )
     return list(walker.walk()), walker
 
@@ -92,6 +106,47 @@ def test_the_cursor_moves_to_now_minus_the_margin_and_never_back():
     assert loaded(batches) == []
     batches, _ = walk(account, state, NOW + 600)
     assert state["cursor"] == NOW + 600 - MARGIN
+
+
+@pytest.mark.parametrize("estimate_off_by", [-1800, -3, 0, +900], ids=["far-behind", "just-behind", "exact", "ahead"])
+def test_an_estimated_server_clock_is_settled_by_the_first_answer(estimate_off_by):
+    """A run that estimates the server's now (its own clock plus the last run's skew) reads on to
+    the server's now minus the margin when the estimate lagged, and never closes the cursor past it
+    when the estimate ran ahead; an estimate within a few seconds costs no extra list call."""
+    account = steady_account()
+    account.server_now = datetime.fromtimestamp(NOW, tz=UTC)
+    state: dict[str, Any] = {}
+    walk(account, state, NOW - 1800)
+    account.add(STREAM, NOW - MARGIN - 600)
+    account.add(STREAM, NOW - MARGIN - 10)
+    on_the_server_clock = copy.deepcopy(state)
+    account.requests = 0
+    expected, _ = walk(account, on_the_server_clock, NOW)
+    requests_on_the_server_clock, account.requests = account.requests, 0
+
+    batches, _ = walk(account, state, NOW + estimate_off_by, now_is_estimate=True)
+
+    assert sorted(loaded(batches)) == sorted(loaded(expected))
+    if -CLOCK_TOLERANCE_SECONDS <= estimate_off_by <= 0:
+        assert state["cursor"] == NOW + estimate_off_by - MARGIN
+        assert account.requests == requests_on_the_server_clock
+    else:
+        assert state["cursor"] == NOW - MARGIN
+
+
+def test_an_estimate_with_nothing_to_read_asks_the_server_for_its_clock():
+    account = steady_account()
+    account.server_now = datetime.fromtimestamp(NOW, tz=UTC)
+    state: dict[str, Any] = {}
+    walk(account, state, NOW - 600)
+    account.add(STREAM, NOW - MARGIN - 5)
+    account.requests = 0
+
+    batches, _ = walk(account, state, NOW - 600 - LOOKBACK, now_is_estimate=True)
+
+    assert sorted(loaded(batches)) == sorted(account.truth(STREAM, NOW - 600 - MARGIN, NOW - MARGIN))
+    assert state["cursor"] == NOW - MARGIN
+    assert account.requests == 2  # the clock, then one list call
 
 
 def test_the_lookback_is_re_read_but_loads_only_what_changed():

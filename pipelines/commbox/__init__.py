@@ -86,6 +86,8 @@ class RunContext:
         self._lock = threading.Lock()
         self._stream_ids: tuple[int, ...] | None = None
         self._stats_rows: list[dict[str, Any]] | None = None
+        self._sla_rows: list[dict[str, Any]] | None = None
+        self._snapshot_due: bool | None = None
         self._pool: ThreadPoolExecutor | None = None
         # Seconds that could not be read whole, per stream: the run loads the rest and fails after.
         self.holes: dict[int, list[tuple[int, int]]] = {}
@@ -141,6 +143,24 @@ class RunContext:
             "learnt": pace_memory(self.client.budget.learnt(), self.settings.base_url),
         }
 
+    def snapshot_due(self) -> bool:
+        """Whether this run reads the snapshot endpoints (`/managers`, `/stats/streams`, the SLA
+        exception counts, each stream's availability): when no earlier run has, or the last reading
+        is `snapshot_max_age_seconds` old (by the server's clock, estimated where no answer has come
+        yet). Decided once per run, so the tables agree; the time is kept in the source state, which
+        dlt commits with the load. Call it from a resource."""
+        with self._lock:
+            if self._snapshot_due is None:
+                state = dlt.current.source_state()
+                snapshot = state.setdefault("snapshot", {})
+                now = self.client.estimated_now(state.get("clock_skew_seconds"))[0].timestamp()
+                at = snapshot.get("at")
+                max_age = self.settings.snapshot_max_age_seconds
+                self._snapshot_due = at is None or max_age == 0 or now - float(at) >= max_age
+                if self._snapshot_due:
+                    snapshot["at"] = now
+            return self._snapshot_due
+
     def stream_stats(self) -> list[dict[str, Any]]:
         with self._lock:
             if self._stats_rows is None:
@@ -154,24 +174,45 @@ class RunContext:
             return self._stats_rows
 
     def stream_ids(self) -> tuple[int, ...]:
-        """The configured streams, or those `/stats/streams` and the SLA exceptions name."""
+        """The configured streams; else every stream `/stats/streams` and the SLA exceptions have
+        named so far. Those are asked when no earlier run found any, and with each snapshot
+        (`discover_streams`): a stream found once is read from then on, even when it has no open
+        conversation left to show up there. Call it from a resource."""
         if self._stream_ids is None:
             ids = self.settings.stream_ids
             if not ids:
-                found: set[int] = set()
-                for row in self.stream_stats() + _sla_exception_rows(self.client):
-                    try:
-                        stream_id = to_int(row.get("streamId", row.get("streamid")))
-                    except ValueError:
-                        continue
-                    if stream_id:
-                        found.add(stream_id)
-                ids = tuple(sorted(found))
-                logger.info("discovered %s streams from /stats/streams: %s", len(ids), list(ids))
-                if not ids:
-                    logger.warning("no streams found in /stats/streams; set sources.commbox.stream_ids")
+                known = dlt.current.source_state().get("snapshot", {}).get("stream_ids")
+                ids = tuple(known) if known else self.discover_streams()
             self._stream_ids = ids
         return self._stream_ids
+
+    def discover_streams(self) -> tuple[int, ...]:
+        """The streams `/stats/streams` and the SLA exceptions name, with those found before; kept
+        in the source state (nothing when streams are configured)."""
+        if self.settings.stream_ids:
+            return self.settings.stream_ids
+        snapshot = dlt.current.source_state().setdefault("snapshot", {})
+        found: set[int] = set(snapshot.get("stream_ids") or ())
+        for row in self.stream_stats() + self.sla_exception_rows():
+            try:
+                stream_id = to_int(row.get("streamId", row.get("streamid")))
+            except ValueError:
+                continue
+            if stream_id:
+                found.add(stream_id)
+        ids = tuple(sorted(found))
+        logger.info("streams found in /stats/streams so far: %s", list(ids))
+        if not ids:
+            logger.warning("no streams found in /stats/streams; set sources.commbox.stream_ids")
+        snapshot["stream_ids"] = list(ids)
+        return ids
+
+    def sla_exception_rows(self) -> list[dict[str, Any]]:
+        """`_sla_exception_rows`, asked once per run."""
+        with self._lock:
+            if self._sla_rows is None:
+                self._sla_rows = _sla_exception_rows(self.client)
+            return self._sla_rows
 
 
 def _sla_exception_rows(client: CommBoxClient) -> list[dict[str, Any]]:
@@ -203,7 +244,7 @@ def _conversations(context: RunContext) -> Iterator[TDataItem]:
     settings = context.settings
     root, key = dlt.current.resource_state(), _state_key(settings)
     states = root.setdefault(key, {})
-    now = context.client.now()
+    source_state = dlt.current.source_state()
     checkpoint_due = None
     if settings.checkpoint_conversations:
 
@@ -215,6 +256,10 @@ def _conversations(context: RunContext) -> Iterator[TDataItem]:
         if context.more:
             break  # the slice is full: the next one starts with this stream
         stream_state = states.setdefault(str(stream_id), {})
+        # The server's now without asking for it when a previous run measured the clocks' skew:
+        # a run that finds no change then costs its list calls only (the walker checks the estimate
+        # against the first answer).
+        now, estimated = context.client.estimated_now(source_state.get("clock_skew_seconds"))
         walker = StreamWalker(
             WindowReader(
                 context.client,
@@ -229,6 +274,7 @@ def _conversations(context: RunContext) -> Iterator[TDataItem]:
             context.progress.setdefault(stream_id, {}),
             scrub=context.scrub,
             checkpoint_due=checkpoint_due,
+            now_is_estimate=estimated,
         )
         for batch in walker.walk():
             _fill_senders(batch, context)
@@ -241,7 +287,11 @@ def _conversations(context: RunContext) -> Iterator[TDataItem]:
         root.pop(key, None)
     # The pace this read achieved against the limit it found (issue 16), committed with the load
     # so that `status` can show it for every pipeline that loads into the dataset.
-    dlt.current.source_state()["pace"] = {"at": now.isoformat(), **context.pace()}
+    now = context.client.estimated_now(source_state.get("clock_skew_seconds"))[0]
+    source_state["pace"] = {"at": now.isoformat(), **context.pace()}
+    skew = context.client.clock_skew()
+    if skew is not None:
+        source_state["clock_skew_seconds"] = round(skew, 3)
 
 
 # The tables every conversation read feeds. Their rows and the stream cursors move together, so a
@@ -404,7 +454,10 @@ def _activities(refs: TDataItem, context: RunContext) -> TDataItem:
 
 
 def _managers(context: RunContext) -> Iterator[TDataItem]:
-    """Agents, admins and bots from `GET /managers`; bots are `permission_id` 5."""
+    """Agents, admins and bots from `GET /managers`; bots are `permission_id` 5. Nothing when
+    this run's snapshot is not due (`RunContext.snapshot_due`)."""
+    if not context.snapshot_due():
+        return
     rows = []
     for raw in as_list(context.client.get(MANAGERS).data):
         try:
@@ -416,8 +469,11 @@ def _managers(context: RunContext) -> Iterator[TDataItem]:
 
 def _streams(context: RunContext) -> Iterator[TDataItem]:
     """One row per stream read: open conversations by status (`/stats/streams`), SLA breach and
-    critical counts (`/stats/streamsSLAExceptions`) and availability now."""
-    ids = context.stream_ids()
+    critical counts (`/stats/streamsSLAExceptions`) and availability now. Nothing when this run's
+    snapshot is not due (`RunContext.snapshot_due`)."""
+    if not context.snapshot_due():
+        return
+    ids = context.discover_streams()
     open_counts: dict[int, int] = {}
     for row in context.stream_stats():
         try:
@@ -428,7 +484,7 @@ def _streams(context: RunContext) -> Iterator[TDataItem]:
         if stream_id is not None:
             open_counts[stream_id] = open_counts.get(stream_id, 0) + count
     exceptions: dict[tuple[int, str], int] = {}
-    for row in _sla_exception_rows(context.client):
+    for row in context.sla_exception_rows():
         try:
             stream_id = to_int(row.get("streamId", row.get("streamid")))
             count = to_int(row.get("c")) or 0

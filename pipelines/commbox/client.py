@@ -602,6 +602,7 @@ class CommBoxClient:
         self.stats: Counter[str] = Counter()
         # The server's clock: the newest envelope `response_time` seen (see `now`).
         self.server_now: datetime | None = None
+        self.server_now_seen_at: float | None = None  # the local time.time() it arrived at
         self._clock_lock = threading.Lock()
         self._clock_asked = False
 
@@ -647,6 +648,24 @@ class CommBoxClient:
                 if self.server_now is None:
                     logger.warning("the API sent no response_time; using the local clock as now")
         return self.server_now or datetime.now(UTC)
+
+    def clock_skew(self) -> float | None:
+        """Seconds the server's clock is ahead of this machine's (negative: behind), from the newest
+        `response_time`; None before the server has sent one. A run keeps it so that the next run
+        can estimate the server's now without asking (see `estimated_now`)."""
+        with self._lock:
+            if self.server_now is None or self.server_now_seen_at is None:
+                return None
+            return self.server_now.timestamp() - self.server_now_seen_at
+
+    def estimated_now(self, skew: float | None) -> tuple[datetime, bool]:
+        """The server's now without a request: the newest `response_time` when one has come, else
+        this machine's clock corrected by `skew` (a previous run's `clock_skew`), else (no skew
+        known) `now()`, which asks. The flag says whether the value is an estimate, which the
+        caller must check against the first answer (`StreamWalker` does)."""
+        if self.server_now is None and skew is not None:
+            return datetime.fromtimestamp(time.time() + skew, UTC), True
+        return self.now(), False
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> Envelope:
         """The envelope of GET `path`, retried on 429, 5xx, dropped connections, timeouts and bodies
@@ -763,6 +782,7 @@ class CommBoxClient:
             with self._lock:
                 if self.server_now is None or response_time > self.server_now:
                     self.server_now = response_time
+                    self.server_now_seen_at = time.time()
         return Envelope(payload.get("data"), response_time, description)
 
     def _parse(self, body: bytes, status: int, where: str) -> Any:

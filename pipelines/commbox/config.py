@@ -31,6 +31,7 @@ from .settings import (
     DEFAULT_MAX_WINDOW_DAYS,
     DEFAULT_REQUEST_TIMEOUT_SECONDS,
     DEFAULT_SAFETY_MARGIN_SECONDS,
+    DEFAULT_SNAPSHOT_MAX_AGE_SECONDS,
     DEFAULT_START_DAYS_AGO,
     DEFAULT_WINDOW_HOURS,
     MAX_PAGE_SIZE,
@@ -97,6 +98,10 @@ SETTINGS: dict[str, Setting] = {
     # One request budget for every process reading the account at once (shared_budget.py): "auto"
     # (a folder in the temporary directory), a folder every such process can reach, or "off".
     "shared_budget": Setting("auto", str),
+    # Managers, stream statistics, SLA exception counts, availability and the discovered streams are
+    # read again once their last reading is this old (0: every run), so that a run that finds no
+    # change costs one list call per stream window and nothing else.
+    "snapshot_max_age_seconds": Setting(DEFAULT_SNAPSHOT_MAX_AGE_SECONDS, int, (0, 30 * 86400, True)),
 }
 # Accepted ranges of the numeric settings, inclusive: (low, high, whole numbers only).
 BOUNDS: dict[str, tuple[float, float, bool]] = {
@@ -136,6 +141,7 @@ class SourceSettings:
     pseudonymize: bool = False
     checkpoint_conversations: int = 0
     shared_budget: str = "auto"
+    snapshot_max_age_seconds: int = DEFAULT_SNAPSHOT_MAX_AGE_SECONDS
 
 
 def parse_moment(value: Any, key: str) -> datetime:
@@ -398,6 +404,7 @@ def validate(**raw: Any) -> SourceSettings:
         pseudonymize=_pseudonymize(given["pseudonymize"], given["pseudonymize_key"]),
         checkpoint_conversations=int(number("checkpoint_conversations")),
         shared_budget=_shared_budget(given["shared_budget"]),
+        snapshot_max_age_seconds=int(number("snapshot_max_age_seconds")),
     )
 
 

@@ -39,6 +39,9 @@ DEFAULT_START_DAYS_AGO = 30
 # A long load commits a checkpoint (a completed load with its state) every so many conversations, so
 # a failure loses at most the slice in flight and data shows up while the load runs.
 DEFAULT_CHECKPOINT_CONVERSATIONS = 5000
+# Managers, stream statistics and availability change on their own schedule: read again hourly (and
+# on the first run), not on every run of a schedule that may run every few minutes.
+DEFAULT_SNAPSHOT_MAX_AGE_SECONDS = 3600
 
 # HTTP defaults.
 DEFAULT_MAX_CONCURRENCY = 8

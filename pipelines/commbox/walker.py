@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Generator, Iterator, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +16,9 @@ from .windows import WindowReader, created_epoch, updated_epoch
 logger = logging.getLogger("commbox.walker")
 
 MIN_ADAPTIVE_WINDOW_SECONDS = 60
+# An estimated server clock this close behind the server's own closes the walk a little early, which
+# the next run's look-back covers: not worth another list call.
+CLOCK_TOLERANCE_SECONDS = 5
 TARGET_PAGE_FILL = 0.75
 
 
@@ -42,6 +45,7 @@ class StreamWalker:
         progress: dict[str, Any],
         scrub: Callable[[Any], Any] | None = None,
         checkpoint_due: Callable[[], bool] | None = None,
+        now_is_estimate: bool = False,
     ) -> None:
         self.reader = reader
         self.scrub = scrub
@@ -60,6 +64,9 @@ class StreamWalker:
         # so the run can commit a checkpoint and the next slice go on from it.
         self.checkpoint_due = checkpoint_due
         self.stopped_at: int | None = None
+        # `now` came from this machine's clock and the skew a previous run measured, not from the
+        # server: the walk checks it against the server's first answer (`_settle_clock`).
+        self.now_is_estimate = now_is_estimate
 
     def _initial_mode(self) -> str:
         configured = self.settings.time_filter_mode
@@ -93,6 +100,10 @@ class StreamWalker:
         start, end = self._range(mode)
         self.progress.update(mode=mode, start=start, end=end, windows=0, conversations=0)
         yield from self._reread_holes()
+        if end <= start and self.now_is_estimate:
+            # The estimate says there is nothing to read yet: only the server can tell.
+            self._take_server_now(self.reader.client.now())
+            start, end = self._range(mode)
         if end <= start:
             logger.info(
                 "stream %s: nothing to read (cursor %s is ahead of now minus the safety margin)",
@@ -116,6 +127,8 @@ class StreamWalker:
             )
             self.progress["mode"] = mode
             yield from self._walk_range(restart, end, mode)
+        if self.now_is_estimate and self.stopped_at is None:
+            end = yield from self._settle_clock(end, mode)
         if self.state is not None:
             if self.settings.backfill and self.stopped_at is None:
                 # This stream's range is read whole: later slices of the backfill skip it (the
@@ -182,6 +195,41 @@ class StreamWalker:
             "filled_at": hole.get("filled_at"),
             "tries": int(hole.get("tries", 1)),
         }
+
+    def _take_server_now(self, now: datetime) -> None:
+        self.now_epoch = int(now.timestamp())
+        self.now_is_estimate = False
+
+    def _settle_clock(self, end: int, mode: str) -> Generator[list[dict[str, Any]], None, int]:
+        """The walk's true end, once the server's answers have told its now: the windows ran up to
+        the estimated now minus the safety margin; if the server is further on (its clock moved
+        other than this machine's since the skew was measured), the walk goes on to the server's
+        now minus the margin, and if the estimate ran ahead, the cursor stops at the server's now
+        minus the margin (the rows read past it are complete conversations, merged as always; the
+        next run re-reads from there). Returns the end the cursor may close at."""
+        server_now = self.reader.client.server_now
+        if server_now is None:  # the API sends no response_time: this machine's clock it is
+            return end
+        self._take_server_now(server_now)
+        _, true_end = self._range(mode)
+        if true_end > end + CLOCK_TOLERANCE_SECONDS:
+            logger.info(
+                "stream %s: the server's clock is %s s ahead of the estimate; reading on to %s",
+                self.stream_id,
+                true_end - end,
+                _iso(true_end),
+            )
+            yield from self._walk_range(end, true_end, mode)
+            return self.stopped_at or true_end
+        if true_end < end:
+            logger.warning(
+                "stream %s: the estimated server clock ran %s s ahead; the cursor stays at the server's "
+                "now minus the safety margin",
+                self.stream_id,
+                end - true_end,
+            )
+            return true_end
+        return end
 
     def _walk_range(self, start: int, end: int, mode: str) -> Iterator[list[dict[str, Any]]]:
         window = self.settings.window_seconds
