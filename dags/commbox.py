@@ -1,24 +1,23 @@
-"""Airflow DAG `commbox`: the CommBox export with dlt's Airflow helper, one parallel task per stream.
+"""Airflow DAG `commbox`: the CommBox export with dlt's Airflow helper, one task reading every stream.
 
 Task graph (inside dlt's `PipelineTasksGroup("commbox")`)::
 
-    commbox_reference  >>  [commbox_<stream id>, ...]  >>  commbox_views
+    commbox_all  >>  commbox_views
 
-- `commbox_reference` loads `managers` and `streams` first, so the destination schema exists before
-  the stream tasks evolve it in parallel (what dlt's `serialize_first_task` does for decomposed
-  sources).
-- `commbox_<stream id>` loads one stream's conversations with their messages, customers, activities
-  and transcripts. Each task has its own dlt pipeline (own state and working folder, like dlt's
-  `parallel-isolated` decomposition) over the shared dataset, so parallel tasks never overwrite each
-  other's state. dlt's own decomposition (`add_run(decompose=...)`) splits a source into its
-  connected components; ours is one component (every table hangs off the conversation walk), so it is
-  split by stream instead, each task building `commbox_source(stream_ids=[id])`.
+- `commbox_all` loads every configured stream's conversations with their messages, customers,
+  activities and transcripts, and `managers` and `streams`, in one dlt pipeline. The parallelism is
+  inside the task: the source reads the streams' windows and fans out transcripts and activities
+  over `max_concurrency` workers, all under one request budget, and dlt's loader loads the files in
+  parallel. One task per stream was the earlier shape; it is not kept because the CommBox rate limit
+  belongs to the account: one budget learns it from every answer and cannot fight itself, where
+  tasks spread over several workers would each learn it alone (measured in bench scenario 7; see
+  docs/operations.md, "Parallel tasks share one account's rate").
 - `commbox_views` loads the SLA inputs and (re)creates the views in `commbox_reporting` (DuckDB and
   PostgreSQL; on BigQuery it logs that the views are created from `render_views()` output instead).
 
 What each task does lives in `commbox_tasks.py` beside this file (Airflow-free, tested in the
-ordinary suite); deploy both. Every stream task starts from the schema the destination already
-holds, so columns its own stream alone would type differently still load (see `seed_schema`).
+ordinary suite); deploy both. The task starts from the schema the destination already holds (see
+`seed_schema`), so what `commbox-etl run` or an earlier shape of this DAG loaded keeps its types.
 
 **Airflow's data interval drives what is read.** A run with a data interval reads exactly that
 range of `updatedTime`, widened at the start by `lookback_seconds`: `commbox_source(start_date=
@@ -28,8 +27,8 @@ a DAG run and `airflow backfill create --from-date ... --to-date ...` all simply
 intervals. Windows still close at the server's now minus `safety_margin_seconds`; the next interval's
 lookback (default 3600 s, keep it above the margin) re-reads whatever a run that started right at its
 interval's end could not yet see. A run without an interval (a trigger timetable, or a manual run
-with no logical date) falls back to the scheduled incremental mode: the stream's cursor in its
-pipeline's state, as `commbox-etl run` does.
+with no logical date) falls back to the scheduled incremental mode: each stream's cursor in the
+task's pipeline state, as `commbox-etl run` does.
 
 Why not `dlt.sources.incremental(allow_external_schedulers=True)`: the source does not keep a
 `dlt.sources.incremental` cursor (its windows split when full and track per-stream modes), and since
@@ -37,11 +36,11 @@ dlt 1.26 that flag raises outside Airflow. Passing the interval as the range doe
 explicitly, and only where an interval exists; the DAG file never turns the flag on.
 
 **Configuration** (never in this file). Read when the DAG is parsed: `commbox_stream_ids` (the
-tasks, one per stream; empty = one task that discovers the streams), `commbox_schedule` (cron,
-default hourly), `commbox_start_date` (default 2024-01-01), `commbox_destination` (duckdb, postgres,
-bigquery), `commbox_dataset`. Read when a task runs: `commbox_source_config`, a JSON object of
-`[sources.commbox]` keys (`{"window_hours": 12, "activity_types": ["StatusChange"]}`); also
-`commbox_max_active_tasks` and `commbox_retries` (default 2, five minutes apart). Each is an
+streams the task reads; empty = the streams the key sees, discovered when the task runs),
+`commbox_schedule` (cron, default hourly), `commbox_start_date` (default 2024-01-01),
+`commbox_destination` (duckdb, postgres, bigquery), `commbox_dataset`. Read when a task runs:
+`commbox_source_config`, a JSON object of `[sources.commbox]` keys (`{"window_hours": 12,
+"max_concurrency": 16}`); also `commbox_retries` (default 2, five minutes apart). Each is an
 Airflow Variable or, as Airflow itself allows, an environment variable `AIRFLOW_VAR_<NAME>`; dlt's
 own configuration (`SOURCES__COMMBOX__...`, a `.dlt/config.toml` beside this file) is read too.
 
@@ -51,12 +50,10 @@ credentials are the URI of the connection `commbox_destination` (for BigQuery: i
 service-account JSON), else dlt's
 `DESTINATION__<TYPE>__CREDENTIALS`. Both are read inside the tasks, never when parsing.
 
-DuckDB takes one writer at a time: on DuckDB the DAG runs one task at a time (`max_active_tasks=1`);
-on PostgreSQL and BigQuery the stream tasks run in parallel (`commbox_max_active_tasks`, default 8,
-and the executor's slots). Parallel stream tasks on one worker share one request budget for the
-account (the source's `shared_budget`, on by default: one schedule, one 429 pause, one learnt rate),
-so together they hold the account's limit; see docs/operations.md, "Parallel tasks share one
-account's rate", for tasks spread over several workers.
+Runs never overlap (`max_active_runs=1`), so the DAG has one task reading the account at a time,
+wherever its workers are. A `commbox-etl run` or backfill on the same machine at the same time
+shares that task's budget through the source's `shared_budget` (a file; on by default), so together
+they hold the account's limit; one on another machine does not (see docs/operations.md).
 """
 
 from __future__ import annotations
@@ -70,11 +67,10 @@ from typing import Any
 import dlt
 import pendulum
 from commbox_tasks import (
-    CONVERSATION_TABLES,
-    REFERENCE_TABLES,
+    TABLES,
     build_reporting_views,
     parse_source_config,
-    stream_task_source,
+    task_source,
 )
 from dlt.helpers.airflow_helper import PipelineTasksGroup
 
@@ -92,11 +88,21 @@ from pipelines.ops.runner import make_pipeline, preferred_file_format
 
 log = logging.getLogger("commbox.airflow")
 
+# Inside Airflow, dlt looks every configuration key it resolves up as an Airflow Variable too, one
+# call to Airflow's API each: measured, 6 s before the task's first request to CommBox, while the
+# account's budget waits. This DAG's configuration is its own Variables, dlt's TOML fragments (the
+# `dlt_secrets_toml` Variable, still read) and the environment, so only the fragments are looked up;
+# a deployment that keeps single dlt keys as Variables sets this to false in the workers' environment.
+os.environ.setdefault("PROVIDERS__AIRFLOW_SECRETS__ONLY_TOML_FRAGMENTS", "true")
+
 DAG_ID = "commbox"
 API_CONNECTION = "commbox_api"
 DESTINATION_CONNECTION = "commbox_destination"
 DEFAULT_SCHEDULE = "0 * * * *"
 DEFAULT_START_DATE = "2024-01-01"
+# The extract task's pipeline (and task id); the name the earlier per-stream shape gave its task for
+# discovered streams, so a deployment that ran that way keeps its incremental state.
+PIPELINE_NAME = "commbox_all"
 
 
 def _variable(name: str, default: Any = None) -> Any:
@@ -149,16 +155,13 @@ def data_interval() -> tuple[datetime, datetime] | None:
     return parse_moment(start, "data_interval_start"), parse_moment(end, "data_interval_end")
 
 
-def stream_source(
-    stream_ids: list[int], tables: tuple[str, ...], destination: str, dataset: str | None
-) -> Callable[[], Any]:
-    """The data of one task, built when the task runs (config and secrets are read then, not at parse)."""
+def account_source(stream_ids: list[int], destination: str, dataset: str | None) -> Callable[[], Any]:
+    """The data of the extract task, built when the task runs (config and secrets are read then,
+    not at parse)."""
 
     def build() -> Any:
         _apply_destination_connection(destination)
-        return stream_task_source(
-            _source_arguments(), stream_ids, tables, data_interval(), destination, dataset
-        )
+        return task_source(_source_arguments(), stream_ids, TABLES, data_interval(), destination, dataset)
 
     return build
 
@@ -174,17 +177,16 @@ def build_dag() -> DAG:
     )
     destination = str(_variable("commbox_destination") or dlt.config.get("destination_type") or "duckdb")
     dataset = _variable("commbox_dataset") or None
-    max_tasks = 1 if destination == "duckdb" else int(_variable("commbox_max_active_tasks", 8))
     start_date = pendulum.instance(parse_moment(_variable("commbox_start_date", DEFAULT_START_DATE), "start"))
 
     with DAG(
         dag_id=DAG_ID,
-        description="CommBox contact-centre export with dlt, one task per stream, then the SLA views",
+        description="CommBox contact-centre export with dlt, one task reading every stream, then the SLA views",
         schedule=CronDataIntervalTimetable(_variable("commbox_schedule", DEFAULT_SCHEDULE), timezone="UTC"),
         start_date=start_date,
         catchup=False,
+        # One run at a time: one task reads the account at a time (and DuckDB has one writer).
         max_active_runs=1,
-        max_active_tasks=max_tasks,
         default_args={
             "retries": int(_variable("commbox_retries", 2)),
             "retry_delay": timedelta(minutes=5),
@@ -200,27 +202,16 @@ def build_dag() -> DAG:
         def pipeline(name: str) -> dlt.Pipeline:
             return make_pipeline(destination=destination, dataset=dataset, pipeline_name=name)
 
-        reference = pipeline("commbox_reference")
-        file_format = preferred_file_format(reference)
+        extract = pipeline(PIPELINE_NAME)
         # `run()` makes a plain task; inside the group its id is `commbox.<pipeline name>`.
         with tasks:
-            first = tasks.run(
-                reference,
-                stream_source(stream_ids, REFERENCE_TABLES, destination, dataset),
-                loader_file_format=file_format,
+            load = tasks.run(
+                extract,
+                account_source(stream_ids, destination, dataset),
+                loader_file_format=preferred_file_format(extract),
             )
-            per_stream = [
-                tasks.run(
-                    pipeline(f"commbox_{stream_id}" if stream_id else "commbox_all"),
-                    stream_source(
-                        [stream_id] if stream_id else [], CONVERSATION_TABLES, destination, dataset
-                    ),
-                    loader_file_format=file_format,
-                )
-                for stream_id in (stream_ids or [0])
-            ]
             views = _python_task("commbox_views", _views, destination, dataset)
-        first >> per_stream >> views
+        load >> views
     return dag
 
 

@@ -32,6 +32,8 @@ CONVERSATION_TABLES = (
     "transcripts",
     "activities",
 )
+# What the extract task loads: the reference tables and every conversation table.
+TABLES = (*REFERENCE_TABLES, *CONVERSATION_TABLES)
 VIEWS_PIPELINE = "commbox_views"
 
 
@@ -64,7 +66,7 @@ def lookback_seconds(overrides: dict[str, Any]) -> float:
     return float(value if value is not None else DEFAULT_LOOKBACK_SECONDS)
 
 
-def stream_task_source(
+def task_source(
     overrides: dict[str, Any],
     stream_ids: list[int],
     tables: tuple[str, ...],
@@ -72,7 +74,8 @@ def stream_task_source(
     destination: str,
     dataset: str | None,
 ) -> Any:
-    """The source one task loads: its streams and tables, the interval's range, the stored schema."""
+    """The source the extract task loads: its streams (all configured or discovered ones, read in
+    parallel under one request budget) and tables, the interval's range, the stored schema."""
     arguments = dict(overrides)
     # A task runs the source once (dlt's task group): it loads its whole interval in one load.
     arguments.setdefault("checkpoint_conversations", 0)
@@ -96,14 +99,15 @@ def stream_task_source(
 
 
 def seed_schema(source: Any, destination: str, dataset: str | None) -> None:
-    """Start the source from the schema the destination already holds (the newest any task stored).
+    """Start the source from the schema the destination already holds (the newest any pipeline stored).
 
-    Each task's pipeline is fresh on its first run and would infer the types of undeclared columns
-    (the `content__*` keys of conversations) from its own stream alone: a column one stream saw as a
-    timestamp and another first saw empty would then disagree at load time, and the load fails.
-    Seeded with the stored schema, a value that does not fit lands in a variant column instead, as it
-    does when one pipeline loads every stream. (Two parallel tasks meeting one new column at once can
-    still disagree; the retry starts from the stored schema and settles it.)
+    The task's pipeline is fresh on its first run (and on every worker: dlt's task group wipes its
+    working folder) and would infer the types of undeclared columns (the `content__*` keys of
+    conversations) from what this interval alone holds: a column an earlier load (`commbox-etl run`,
+    another interval, the per-stream tasks of the DAG's earlier shape) typed as a timestamp and this
+    run first saw empty would then disagree at load time, and the load fails. Seeded with the stored
+    schema, a value that does not fit lands in a variant column instead, as it does when one
+    pipeline loads everything.
     """
     probe = make_pipeline(destination=destination, dataset=dataset, pipeline_name="commbox_probe")
     try:

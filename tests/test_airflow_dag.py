@@ -145,20 +145,22 @@ def test_dags_test_loads_the_simulators_truth(simulator: str, tmp_path: Path) ->
 
     listed = _airflow(env, "tasks", "list", "commbox")
     assert listed.returncode == 0
-    for stream_id in streams:
-        assert f"commbox.commbox_{stream_id}" in listed.stdout
-    assert "commbox.commbox_views" in listed.stdout
+    # one task reads every stream under one request budget, then the views
+    tasks = [line.strip() for line in listed.stdout.splitlines()]
+    assert [task for task in tasks if task.startswith("commbox.commbox_")] == [
+        "commbox.commbox_all",
+        "commbox.commbox_views",
+    ]
 
     for attempt in range(2):  # the second run of the same interval must change nothing
         run = _airflow(env, "dags", "test", "commbox", MONTHLY_RUN)
         assert run.returncode == 0, f"airflow dags test failed (run {attempt + 1})"
-        # every stream task read the run's data interval (March), widened by the default lookback
+        # the one task read every stream over the run's data interval (March), widened by the
+        # default lookback
         log = run.stdout + run.stderr
-        for stream_id in streams:
-            assert (
-                f"streams [{stream_id}]: reading updatedTime [2024-02-29 23:00:00+00:00, 2024-04-01 00:00:00+00:00]"
-                in log
-            )
+        read = "reading updatedTime [2024-02-29 23:00:00+00:00, 2024-04-01 00:00:00+00:00]"
+        assert log.count(read) == 1
+        assert f"streams {streams}: {read}" in log
         warehouse = tmp_path / "warehouse.duckdb"
         loaded = Counter(row[0] for row in _rows(warehouse, "select object_id from commbox_raw.objects"))
         assert set(loaded) == {o["object_id"] for o in truth_objects}
@@ -192,6 +194,9 @@ def test_dags_test_loads_the_simulators_truth(simulator: str, tmp_path: Path) ->
     # interval runs keep no cursor: the last window is the newest change loaded
     assert {s["last_window_source"] for s in document["streams"]} == {"data"}
     assert sum(s["rows"]["objects"] for s in document["streams"]) == len(truth_objects)
+    # the pace the DAG's task achieved against the limit it found (issue 16), one budget for all
+    pace = document["paces"]["commbox_all"]
+    assert pace["achieved_rps"] > 0 and pace["requests"] >= len(truth_objects)
     page = tmp_path / "sla.html"
     report = subprocess.run(
         [str(cli), "report", "--html", str(page), "--pipelines-dir", str(tmp_path / "ops")],

@@ -1,4 +1,4 @@
-"""The DAG's task logic without Airflow: interval ranges, per-stream pipelines over one dataset.
+"""The DAG's task logic without Airflow: interval ranges, the one extract task over one dataset.
 
 `tests/test_airflow_dag.py` runs the whole DAG in a real Airflow (`make test-airflow`); this file
 checks, in the ordinary suite, what each task does.
@@ -21,11 +21,11 @@ from tests.helpers import query, source_settings
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dags"))
 from commbox_tasks import (  # Airflow puts dags/ on sys.path; so do we
     CONVERSATION_TABLES,
-    REFERENCE_TABLES,
+    TABLES,
     build_reporting_views,
     interval_arguments,
     parse_source_config,
-    stream_task_source,
+    task_source,
 )
 
 
@@ -61,11 +61,14 @@ def test_source_config_variable_refuses(raw, message):
         parse_source_config(raw)
 
 
-@pytest.mark.parametrize("order", ["ascending", "descending"])
-def test_per_stream_pipelines_load_one_dataset_whatever_the_order(sim_factory, tmp_path, monkeypatch, order):
-    """Each stream in its own pipeline (as the DAG's parallel tasks), in either order, over one
-    dataset: the schema each starts from is the stored one, so undeclared columns whose type one
-    stream alone would infer differently still load; the result equals the simulator's truth."""
+@pytest.mark.parametrize("before", ["first", "last"])
+def test_the_extract_task_loads_every_stream_once_over_what_was_loaded_before(
+    sim_factory, tmp_path, monkeypatch, before
+):
+    """The DAG's one extract task reads every stream in one pipeline over a dataset that a pipeline
+    of one stream loaded first (the DAG's earlier per-stream tasks, or `commbox-etl run`): it starts
+    from the stored schema, so undeclared columns typed by that earlier load still load, and the
+    result equals the simulator's truth, each conversation and message once."""
     sim = sim_factory(conversations=400, seed=11, days=10, end="2024-03-31T00:00:00Z")
     sim.clock.advance(600)
     monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(tmp_path / "warehouse.duckdb"))
@@ -75,33 +78,32 @@ def test_per_stream_pipelines_load_one_dataset_whatever_the_order(sim_factory, t
         min(o["created_at"] for o in objects) - timedelta(days=1),
         max(o["updated_at"] for o in objects) + timedelta(days=1),
     )
-    streams = sorted({o["stream_id"] for o in objects}, reverse=order == "descending")
+    streams = sorted({o["stream_id"] for o in objects})
 
     def run(name: str, stream_ids: list[int], tables: tuple[str, ...]) -> None:
         pipeline = make_pipeline(destination="duckdb", pipeline_name=name, pipelines_dir=str(tmp_path / "p"))
-        source = stream_task_source(overrides, stream_ids, tables, interval, "duckdb", None)
+        source = task_source(overrides, stream_ids, tables, interval, "duckdb", None)
         pipeline.run(source).raise_on_failed_jobs()
 
-    run("commbox_reference", streams, REFERENCE_TABLES)
-    for stream_id in streams:
-        run(f"commbox_{stream_id}", [stream_id], CONVERSATION_TABLES)
+    earlier = streams[0] if before == "first" else streams[-1]
+    run(f"commbox_{earlier}", [earlier], CONVERSATION_TABLES)
+    run("commbox_all", streams, TABLES)
 
     probe = make_pipeline(destination="duckdb", pipeline_name="probe", pipelines_dir=str(tmp_path / "p"))
     loaded = Counter(row[0] for row in query(probe, "select object_id from commbox_raw.objects"))
     assert set(loaded) == {o["object_id"] for o in objects} and max(loaded.values()) == 1
     childs = Counter(row[0] for row in query(probe, "select child_id from commbox_raw.childs"))
     assert set(childs) == {c["child_id"] for c in sim.truth.childs()} and max(childs.values()) == 1
+    by_stream = dict(query(probe, "select stream_id, count(*) from commbox_raw.objects group by 1"))
+    assert by_stream == Counter(o["stream_id"] for o in objects)
     assert {row[0] for row in query(probe, "select stream_id from commbox_raw.streams")} == set(streams)
-    # interval runs keep no cursor: every stream pipeline stored a state, none with stream cursors
+    # interval runs keep no cursor: the task's pipeline stored a state without stream cursors
     states = dict(
         query(probe, "select pipeline_name, state from commbox_raw._dlt_pipeline_state order by _dlt_load_id")
     )
-    for stream_id in streams:
-        state = decompress_state(states[f"commbox_{stream_id}"])
-        conversations = (
-            state.get("sources", {}).get("commbox", {}).get("resources", {}).get("conversations", {})
-        )
-        assert "streams" not in conversations
+    state = decompress_state(states["commbox_all"])
+    conversations = state.get("sources", {}).get("commbox", {}).get("resources", {}).get("conversations", {})
+    assert "streams" not in conversations
 
     views = build_reporting_views("duckdb", None)
     assert "fct_sla_events" in views
