@@ -187,6 +187,48 @@ def test_a_member_that_leaves_no_longer_sets_the_pace(tmp_path, clock):
     assert other.account_pace == 30.0
 
 
+def test_a_learner_that_finished_keeps_its_pace_in_the_median_a_while(tmp_path, clock):
+    # 8 processes at 100 req/s learnt 29 to 83 req/s from the same 429s; as the faster ones finished,
+    # the last ones left set the schedule alone, at 29 req/s for the last 30 s of the run.
+    path = tmp_path / "b.bin"
+    slow, fast, faster = shared(path, clock), shared(path, clock), shared(path, clock)
+    slow.acquire(Listener(pace=29.0, events=5))
+    fast.acquire(Listener(pace=81.0, events=5))
+    faster.acquire(Listener(pace=83.0, events=5))
+    fast.close()
+    faster.close()
+    clock.sleep(shared_module.MEMBER_SECONDS + 1)
+    slow.acquire(Listener(pace=29.0, events=5))
+    assert slow.account_pace == 81.0
+    clock.sleep(shared_module.LEFT_SECONDS)  # what they learnt has aged out
+    slow.acquire(Listener(pace=29.0, events=5))
+    assert slow.account_pace == 29.0
+
+
+def test_a_finished_member_counts_only_as_informed_as_the_live_ones(tmp_path, clock):
+    path = tmp_path / "b.bin"
+    early, live = shared(path, clock), shared(path, clock)
+    early.acquire(Listener(pace=10.0, events=1))
+    early.close()
+    # the live member saw more 429s since: it alone decides; and nothing paces an unpaced account
+    live.acquire(Listener(pace=60.0, events=3))
+    assert live.account_pace == 60.0
+    other = shared(path, clock)
+    other.acquire(Listener(pace=0.0))
+    live.close()
+    other.acquire(Listener(pace=0.0))
+    assert other.account_pace == 0.0
+
+
+def test_of_two_equally_informed_paces_the_higher_sets_the_schedule(tmp_path, clock):
+    # A pace too high costs a 429 that every member learns from; one too low is never corrected.
+    path = tmp_path / "b.bin"
+    low, high = shared(path, clock), shared(path, clock)
+    low.acquire(Listener(pace=29.0, events=5))
+    high.acquire(Listener(pace=83.0, events=5))
+    assert high.account_pace == 83.0
+
+
 # ------------------------------------------------------------------------------- the shared log
 
 

@@ -10,7 +10,8 @@ file under an exclusive `fcntl.flock`, kept in a directory every process on the 
 - **One schedule.** Every request of every process takes its start from one shared schedule
   (`next_start`, spaced `1 / pace`), so the configured `max_requests_per_second` is the account's
   total however many processes run. The pace is the median of those the live processes' budgets hold
-  (a configured ceiling, or the rate each learnt; among learners, those that saw every 429).
+  (a configured ceiling, or the rate each learnt; among learners, those that saw every 429, and
+  those that finished in the last `LEFT_SECONDS`: the last process running does not set it alone).
 - **One pause.** A 429 seen by any process pauses every process until its `Retry-After` is over.
 - **One view of the server.** Every answer and every 429, with the moment its request was sent, goes
   into the file's log; before each request every process feeds the others' new entries to its own
@@ -59,6 +60,11 @@ KEEP_ENTRIES = 8192
 # A member that has not asked for a start this long is gone (finished, killed): its pace no longer
 # counts.
 MEMBER_SECONDS = 5.0
+# A member that left (finished) after learning from 429s keeps its pace in the schedule's median
+# this long: what it learnt is still true of the account. Without it, the last processes running
+# set the pace alone: 8 processes at 100 req/s learnt 29 to 83 req/s; as the faster ones finished,
+# the two left picked 29 and the account ran at 29 req/s for the last 30 s (46% of the rate).
+LEFT_SECONDS = 60.0
 # A start may be booked this far ahead, so a worker sleeps until its start without holding the file;
 # a 429 that arrives meanwhile still stops it (the pause is checked again before it sends).
 BOOK_AHEAD_SECONDS = 0.1
@@ -115,13 +121,27 @@ def _account_pace(members: Iterable[list[Any]]) -> float:
     429s. Every member hears the same answers and 429s, so their paces differ only by when they
     heard them; but one that joined after the first 429 learnt the burst from the middle of the run
     (too large a burst, too low a rate) and would drag the schedule down, so the ones that have
-    seen every overshoot decide, and the median keeps one early or late reaction from setting it."""
-    paced = [(int(member[2]) if len(member) > 2 else 0, float(member[0])) for member in members]
-    paced = [(events, pace) for events, pace in paced if pace > 0]
-    if not paced:
+    seen every overshoot decide, and the median keeps one early or late reaction from setting it.
+
+    Members that left count while they are kept (`LEFT_SECONDS`, learners only) and as informed
+    as the live ones, so the schedule does not fall to the pace of whichever process finishes last;
+    with no live member paced, nothing paces. Of an even count the higher middle is taken: a pace
+    too high costs a 429 that every member learns from, one too low costs the run's pace and
+    nothing corrects it."""
+    paced = [
+        (int(member[2]) if len(member) > 2 else 0, float(member[0]), _left(member)) for member in members
+    ]
+    paced = [(events, pace, left) for events, pace, left in paced if pace > 0]
+    live = [events for events, _, left in paced if not left]
+    if not live:
         return 0.0
-    most = max(events for events, _ in paced)
-    return float(statistics.median_low([pace for events, pace in paced if events == most]))
+    most = max(live)
+    return float(statistics.median_high([pace for events, pace, _ in paced if events == most]))
+
+
+def _left(member: list[Any]) -> bool:
+    """Whether a member entry is one that left (kept for its pace only)."""
+    return len(member) > 4 and bool(member[4])
 
 
 def _settled(members: dict[str, list[Any]], sent_at: float) -> bool:
@@ -289,10 +309,14 @@ class SharedBudget:
                 members = {
                     key: value
                     for key, value in header["members"].items()
-                    if now - value[1] <= MEMBER_SECONDS or key == self._member
+                    if now - value[1] <= (LEFT_SECONDS if _left(value) else MEMBER_SECONDS)
+                    or key == self._member
                 }
                 if leaving:
-                    members.pop(self._member, None)
+                    gone = members.pop(self._member, None)
+                    if gone is not None and len(gone) > 2 and int(gone[2]) > 0:
+                        # A learner's pace stays in the median a while (its starts are all answered).
+                        members[self._member] = [gone[0], now, gone[2], None, 1]
                 else:
                     known = members.get(self._member) or [0.0, now, 0, None]
                     if budget is not None:
@@ -303,9 +327,9 @@ class SharedBudget:
                     self._deliver_held(members, budget, now)
                 header["pace"] = _account_pace(members.values())
                 self.account_pace = header["pace"]
-                self.members = max(self.members, len(members))
+                self.members = max(self.members, sum(1 for value in members.values() if not _left(value)))
                 yield header
-                if self._member in header["members"]:
+                if not leaving and self._member in header["members"]:
                     # A start granted in the block is in flight from now on: the others must know.
                     header["members"][self._member][3] = self._oldest_inflight(now)
                 self._append(fd, header)
