@@ -121,15 +121,22 @@ def run(
     configured: float = 0.0,
     seed: int = 1,
     learnt: dict[str, float] | None = None,
+    jitter: float = 0.0,
+    threads: int = 0,
 ) -> Outcome:
     """Send as fast as the budget lets for `seconds` of simulated time against a `rate` bucket
     (full at the start); with `learnt`, the budget first resumes what an earlier one learnt (the
-    next checkpoint slice, or the next run)."""
+    next checkpoint slice, or the next run). With `jitter` (seconds), the server takes each
+    request's token after an exponential queueing delay of that mean, as a loaded server does: the
+    send times the budget learns from then no longer say exactly when the tokens were taken.
+    `threads` (default `concurrency`) are the workers: one waiting out a 5xx's back-off holds no
+    slot of the budget, but sends nothing meanwhile."""
     clock = SimClock()
     saved = client_module.time
     client_module.time = SimpleNamespace(monotonic=clock.monotonic, sleep=clock.sleep, time=time.time)  # type: ignore[assignment]
     try:
         budget = RequestBudget(concurrency, configured)
+        workers = threads or concurrency
         budget.resume(learnt)
         bucket = Bucket(rate, burst, stamp=clock.now)
         rng = random.Random(seed)
@@ -150,16 +157,26 @@ def run(
                 budget.pause(float(retry_after or 1), sent)
             elif status >= 500:
                 counts["5xx"] += 1
-                heapq.heappush(backoff, clock.now + 0.5)
+                # As `CommBoxClient.get`: the simulator's 503 says Retry-After 1, 500 and 502 wait 0.5 s.
+                heapq.heappush(backoff, clock.now + (1.0 if status == 503 else 0.5))
             else:
                 counts["ok"] += 1
             if status != 429:
                 budget.record_answer(sent)
 
+        def serve(sent: float) -> None:
+            taken = clock.now
+            retry_after = bucket.take(taken)
+            status = 429 if retry_after is not None else 200
+            if status == 200 and fault_5xx and rng.random() < fault_5xx:
+                status = (500, 502, 503)[int(rng.random() * 3)]
+            told = bucket.headers() if headers else None
+            clock.at(taken + latency, lambda: answer(sent, status, retry_after, told))
+
         while clock.now < end:
-            while in_flight >= concurrency or (
-                in_flight and backoff and len(backoff) >= concurrency - in_flight
-            ):
+            # A worker waiting out a 5xx's back-off holds no slot of the budget but is not free to
+            # send either: `threads` workers in all.
+            while in_flight >= concurrency or (in_flight and backoff and len(backoff) >= workers - in_flight):
                 clock.sleep(clock.due[0][0] - clock.now if clock.due else 0.01)
             while backoff and backoff[0] <= clock.now:
                 heapq.heappop(backoff)
@@ -168,13 +185,14 @@ def run(
                 if now >= end:
                     break
                 counts["sent"] += 1
-                retry_after = bucket.take(now)
-                status = 429 if retry_after is not None else 200
-                if status == 200 and fault_5xx and rng.random() < fault_5xx:
-                    status = 503
                 in_flight += 1
-                sent = bucket.headers() if headers else None
-                clock.at(now + latency, lambda t=now, s=status, r=retry_after, h=sent: answer(t, s, r, h))
+                # The server takes the token when it gets to the request: at once, or (a loaded
+                # server) after a queueing delay; the answer comes `latency` after that.
+                delay = rng.expovariate(1.0 / jitter) if jitter else 0.0
+                if delay:
+                    clock.at(now + delay, lambda t=now: serve(t))
+                else:
+                    serve(now)
         return Outcome(
             rate,
             seconds,
@@ -198,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--latency-ms", type=float, default=20.0)
     parser.add_argument("--headers", action="store_true", help="the server sends RateLimit-* headers")
+    parser.add_argument(
+        "--jitter-ms", type=float, default=0.0, help="mean queueing delay before a token is taken"
+    )
+    parser.add_argument("--threads", type=int, default=0, help="workers (default: --concurrency)")
     args = parser.parse_args(argv)
     print(f"{'rate':>6} {'seconds':>7} {'2xx':>7} {'429':>5} {'5xx':>5} {'of rate':>8} {'429 share':>9}")
     for rate in (float(r) for r in args.rates.split(",")):
@@ -209,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             latency=args.latency_ms / 1000,
             fault_5xx=args.fault_5xx,
             headers=args.headers,
+            jitter=args.jitter_ms / 1000,
+            threads=args.threads,
         )
         print(
             f"{rate:>6.0f} {out.seconds:>7.0f} {out.answered_2xx:>7} {out.throttled:>5} {out.failed_5xx:>5}"
