@@ -9,6 +9,7 @@ allocations alive at the end of each step, by line (tracemalloc slows the run se
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import tempfile
@@ -29,12 +30,84 @@ def _rss_mb() -> float:
     return 0.0
 
 
+def _open_duckdb_files() -> int:
+    """How many DuckDB database files this process holds open: a database stays in memory (its
+    buffer pool with it) while any connection to it is open."""
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if os.readlink(fd).endswith(".duckdb"):
+                count += 1
+    return count
+
+
+def _trim(pool: Any) -> tuple[float, float, float]:
+    """RSS now, after glibc gives its free pages back, and after arrow's pool gives back its own:
+    how much of the RSS is memory freed but kept by an allocator rather than memory in use."""
+    import ctypes
+
+    at_end = _rss_mb()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    glibc = _rss_mb()
+    pool.release_unused()
+    return at_end, glibc, _rss_mb()
+
+
+def _watch_statements(in_flight: dict[int, str], peaks: dict[str, list[float]], step: list[str]) -> None:
+    """Make the DuckDB SQL client publish each statement it runs in `in_flight` (the load runs jobs
+    on several threads), so the sampler can attribute RSS to it; `peaks[key]` gets RSS before, the
+    highest while it ran and after. The key is the step and the statement without its literals."""
+    import contextlib
+    import re
+
+    from dlt.destinations.impl.duckdb.sql_client import DuckDbSqlClient
+
+    original = DuckDbSqlClient.execute_query
+
+    @contextlib.contextmanager
+    def execute_query(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        text = re.sub(r"\s+", " ", str(query)).strip()
+        text = re.sub(r"'[^']*'", "'…'", text)
+        key = f"{step[0]:<12} {text[:110]}"
+        token = id(object())
+        before = _rss_mb()
+        peaks[key] = [before, before, before]
+        in_flight[token] = key
+        try:
+            with original(self, query, *args, **kwargs) as cursor:
+                yield cursor
+        finally:
+            in_flight.pop(token, None)
+            after = _rss_mb()
+            peaks[key][1] = max(peaks[key][1], after)
+            peaks[key][2] = after
+
+    DuckDbSqlClient.execute_query = execute_query  # type: ignore[method-assign]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.memory_profile")
     parser.add_argument("conversations", type=int)
     parser.add_argument("--tracemalloc", action="store_true")
     parser.add_argument("--fan-out", action="store_true")
     parser.add_argument("--duckdb-memory", help="DuckDB memory_limit for this run (default: the runner's)")
+    parser.add_argument(
+        "--duckdb-config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a DuckDB global setting for this run's destination (repeatable), e.g. threads=1",
+    )
+    parser.add_argument(
+        "--trim",
+        action="store_true",
+        help="after each step, give freed memory back (malloc_trim, arrow's pool) and say how much it was",
+    )
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="also the peak RSS of each SQL statement the destination runs",
+    )
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="commbox-memory-"))
     with SimProcess(args.conversations) as sim:
@@ -47,13 +120,29 @@ def main(argv: list[str] | None = None) -> int:
         from pipelines.ops.runner import make_pipeline, run_pipeline
 
         if args.duckdb_memory:
-            runner.DUCKDB_MEMORY_LIMIT = args.duckdb_memory
+            args.duckdb_config.append(f"memory_limit={args.duckdb_memory}")
+        if args.duckdb_config:
+            made = runner.duckdb_credentials
+            extra = dict(item.split("=", 1) for item in args.duckdb_config)
+
+            def with_extra(path: str, *a: Any, **k: Any) -> Any:
+                credentials = made(path, *a, **k)
+                credentials.global_config = {**(credentials.global_config or {}), **extra}
+                return credentials
+
+            runner.duckdb_credentials = with_extra  # type: ignore[assignment]
 
         pipeline = make_pipeline(destination="duckdb", pipelines_dir=str(workdir / "pipelines"))
         step = ["start"]
         peaks: dict[str, float] = {}
         order: list[str] = []
         done = threading.Event()
+        # The statements in flight (`--statements`) and, per statement, RSS before, highest while it
+        # ran, after, and how many times it ran.
+        in_flight: dict[int, str] = {}
+        statement_peaks: dict[str, list[float]] = {}
+        if args.statements:
+            _watch_statements(in_flight, statement_peaks, step)
 
         def sample() -> None:
             while not done.is_set():
@@ -61,11 +150,16 @@ def main(argv: list[str] | None = None) -> int:
                 if step[0] not in peaks:
                     order.append(step[0])
                 peaks[step[0]] = max(peaks.get(step[0], 0.0), rss)
-                time.sleep(0.1)
+                for key in list(in_flight.values()):
+                    if key in statement_peaks:
+                        statement_peaks[key][1] = max(statement_peaks[key][1], rss)
+                time.sleep(0.02)
 
         import pyarrow
 
         counts: dict[str, int] = {}
+        trims: dict[str, tuple[float, float, float]] = {}
+        open_files: dict[str, int] = {}
         native: dict[str, tuple[str, float, float]] = {}
         snapshots: list[tuple[str, Any]] = []
         for name in ("extract", "normalize", "load"):
@@ -80,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
                     if args.tracemalloc:
                         snapshots.append((step[0], tracemalloc.take_snapshot()))
                     pool = pyarrow.default_memory_pool()
+                    if args.trim:
+                        trims[step[0]] = _trim(pool)
+                    open_files[step[0]] = _open_duckdb_files()
                     native[step[0]] = (
                         pool.backend_name,
                         pool.bytes_allocated() / 2**20,
@@ -103,7 +200,19 @@ def main(argv: list[str] | None = None) -> int:
     for name in order:
         arrow = native.get(name)
         pool = f"  arrow {arrow[0]}: {arrow[1]:.1f} MB held, {arrow[2]:.1f} MB at most" if arrow else ""
-        print(f"  {name:<20} peak RSS {peaks[name]:7.1f} MB{pool}")
+        held = f"  DuckDB files open: {open_files[name]}" if open_files.get(name) else ""
+        print(f"  {name:<20} peak RSS {peaks[name]:7.1f} MB{pool}{held}")
+        if name in trims:
+            at_end, glibc, arrow_pool = trims[name]
+            print(
+                f"  {'':<20} at its end {at_end:7.1f} MB; malloc_trim gave back {at_end - glibc:.1f} MB, "
+                f"arrow's pool {glibc - arrow_pool:.1f} MB"
+            )
+    if statement_peaks:
+        print("\n== SQL statements by highest RSS while they ran (RSS before, highest, after, MB)")
+        ranked = sorted(statement_peaks.items(), key=lambda kv: kv[1][1], reverse=True)
+        for key, (before, top, after) in ranked[:30]:
+            print(f"  {before:6.0f} {top:6.0f} {after:6.0f}  {key}")
     loads = [(name, snap) for name, snap in snapshots if name.startswith("load")]
     if loads:
         name, snap = loads[0]

@@ -10,12 +10,13 @@ import contextlib
 import fcntl
 import functools
 import hashlib
+import json
 import logging
 import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -120,20 +121,74 @@ def resolve_destination(destination: str | None) -> str:
     return name
 
 
-def duckdb_credentials(path: str) -> DuckDbCredentials:
-    """DuckDB with a memory ceiling: left alone it takes up to 80% of the machine for a large merge,
-    where spilling to disk costs little and keeps a scheduled run's footprint flat."""
-    return DuckDbCredentials(path, global_config={"memory_limit": DUCKDB_MEMORY_LIMIT})
+# DuckDB's settings on every connection the pipeline opens (load, newest wins, views), under any
+# `global_config` the user sets. Left alone DuckDB takes up to 80% of the machine, keeps the blocks
+# of every table a merge scanned cached up to that limit, and a run's peak grew with the warehouse
+# (bench/README.md, "Memory"): a small limit makes it spill to `<file>.tmp` instead, which costs
+# little for the merges and deletes a load runs.
+DUCKDB_GLOBAL_CONFIG: dict[str, Any] = {"memory_limit": DUCKDB_MEMORY_LIMIT}
+
+
+def duckdb_global_config(configured: Any = None) -> dict[str, Any]:
+    """The DuckDB settings the pipeline connects with: `DUCKDB_GLOBAL_CONFIG` under the user's
+    `[destination.duckdb.credentials] global_config` (or `DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG`
+    as JSON), the user's keys winning.
+
+    Args:
+        configured: `destination.duckdb.credentials` as read (a path, a table, or None).
+
+    Raises:
+        ConfigError: `global_config` is not a table of settings (one line naming the key).
+    """
+    if isinstance(configured, Mapping):
+        extra: Any = configured.get("global_config")
+    else:
+        extra = dlt.config.get("destination.duckdb.credentials.global_config")
+    if isinstance(extra, str):
+        try:
+            extra = json.loads(extra)
+        except ValueError:
+            extra = None
+            raise ConfigError(
+                "destination.duckdb.credentials.global_config: not a table of DuckDB settings "
+                '(TOML {memory_limit = "1GB"} or JSON {"memory_limit": "1GB"})'
+            ) from None
+    if extra is not None and not isinstance(extra, Mapping):
+        raise ConfigError(
+            "destination.duckdb.credentials.global_config: not a table of DuckDB settings "
+            '(TOML {memory_limit = "1GB"} or JSON {"memory_limit": "1GB"})'
+        )
+    return {**DUCKDB_GLOBAL_CONFIG, **dict(extra or {})}
+
+
+def duckdb_credentials(path: str, global_config: dict[str, Any] | None = None) -> DuckDbCredentials:
+    """DuckDB on `path` with the pipeline's settings (`duckdb_global_config`) applied to every
+    connection dlt opens on it."""
+    return DuckDbCredentials(path, global_config=global_config or dict(DUCKDB_GLOBAL_CONFIG))
 
 
 def default_duckdb_file() -> Path | None:
-    """The DuckDB file `make_pipeline` writes to: `destination.duckdb.credentials` when it is a path,
-    else `commbox.duckdb` in the working directory; None when the credentials are not a path."""
+    """The DuckDB file `make_pipeline` writes to: `destination.duckdb.credentials` when it is a path
+    (or a table naming its `database`), else `commbox.duckdb` in the working directory; None when
+    the credentials name no file."""
     configured = dlt.config.get("destination.duckdb.credentials")
-    if configured and not isinstance(configured, str):
+    path = _duckdb_path(configured)
+    if configured and path is None:
         return None
-    database = duckdb_credentials(configured or str(Path(DEFAULT_DUCKDB_FILE).resolve())).database
+    database = duckdb_credentials(path or str(Path(DEFAULT_DUCKDB_FILE).resolve())).database
     return None if not database or database == ":memory:" else Path(database)
+
+
+def _duckdb_path(configured: Any) -> str | None:
+    """The file `destination.duckdb.credentials` names: the value itself when it is a string, its
+    `database` when it is a table holding nothing but `database` and `global_config` (anything
+    else there is dlt's to resolve)."""
+    if isinstance(configured, str):
+        return configured
+    if isinstance(configured, Mapping) and set(configured) <= {"database", "global_config"}:
+        database = configured.get("database")
+        return database if isinstance(database, str) else None
+    return None
 
 
 def make_pipeline(
@@ -144,14 +199,22 @@ def make_pipeline(
     pipelines_dir: str | None = None,
 ) -> dlt.Pipeline:
     """A dlt pipeline on the chosen destination; DuckDB writes `commbox.duckdb` in the working
-    directory unless `destination.duckdb.credentials` says otherwise."""
+    directory unless `destination.duckdb.credentials` says otherwise, with `duckdb_global_config`'s
+    settings (a memory ceiling) on every connection.
+
+    Raises:
+        ConfigError: an unknown destination, a bad dataset name or DuckDB `global_config`.
+    """
     name = resolve_destination(destination)
     dataset_name = validate_dataset_name(dataset or dlt.config.get("dataset_name") or DEFAULT_RAW_DATASET)
     target: Any = name
     configured = dlt.config.get("destination.duckdb.credentials") if name == "duckdb" else None
-    if name == "duckdb" and (not configured or isinstance(configured, str)):
+    path = _duckdb_path(configured)
+    if name == "duckdb" and (not configured or path is not None):
         target = dlt.destinations.duckdb(
-            duckdb_credentials(configured or str(Path(DEFAULT_DUCKDB_FILE).resolve()))
+            duckdb_credentials(
+                path or str(Path(DEFAULT_DUCKDB_FILE).resolve()), duckdb_global_config(configured)
+            )
         )
     elif name == "bigquery":
         try:
@@ -457,8 +520,11 @@ def _run_slice(
     pipeline.normalize()
     load_info = _load(pipeline)
     load_info.raise_on_failed_jobs()
-    # Newest wins: drop what this load (or another pipeline's) superseded; see versions.py.
-    _waiting_for_destination_lock("newest wins", lambda: keep_newest(pipeline))
+    # Newest wins: drop what this load (or another pipeline's) superseded; see versions.py. A
+    # checkpoint slice cleans up its own conversations only (the whole table after every slice grew
+    # with the warehouse); the run's last slice cleans up the whole table.
+    slice_loads = load_info.loads_ids if context.more else None
+    _waiting_for_destination_lock("newest wins", lambda: keep_newest(pipeline, slice_loads))
     for table, count in loaded_row_counts(pipeline).items():
         summary.rows[table] = summary.rows.get(table, 0) + count
 

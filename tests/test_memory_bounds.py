@@ -1,0 +1,121 @@
+"""What keeps a long run's memory flat (issue 15, target 3), checked where it can be checked
+without measuring memory: the DuckDB connections dlt loads with carry the pipeline's memory ceiling
+(and the user's own settings over it), and a checkpoint slice's cleanup touches only the
+conversations its own load wrote.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+import pytest
+
+from pipelines.commbox import commbox_source
+from pipelines.commbox.config import ConfigError
+from pipelines.ops.runner import DUCKDB_GLOBAL_CONFIG, make_pipeline, preferred_file_format
+from pipelines.ops.versions import keep_newest
+from tests.helpers import load, make_test_pipeline, query, source_settings
+from tests.test_newest_wins import extract_backfill, history_range, stale_versions, streams
+
+
+def _reported(pipeline: Any, *settings: str) -> tuple[Any, ...]:
+    """The settings as the connection dlt hands out for this pipeline's destination reports them."""
+    with pipeline.sql_client() as client:
+        return tuple(
+            client.execute_sql(f"select {', '.join(f'current_setting({s!r})' for s in settings)}")[0]
+        )
+
+
+def _as_duckdb_says(**settings: Any) -> tuple[Any, ...]:
+    """How DuckDB itself reports the same settings (it rounds `64MB` to `61.0 MiB`)."""
+    connection = duckdb.connect()
+    try:
+        for key, value in settings.items():
+            connection.execute(f"set {key} = '{value}'")
+        return connection.execute(
+            f"select {', '.join(f'current_setting({key!r})' for key in settings)}"
+        ).fetchone()
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def duckdb_file(tmp_path, monkeypatch) -> str:
+    path = str(tmp_path / "warehouse.duckdb")
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", path)
+    monkeypatch.delenv("DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG", raising=False)
+    return path
+
+
+def test_the_destination_connection_has_the_pipelines_memory_limit(duckdb_file, tmp_path):
+    pipeline = make_pipeline(destination="duckdb", pipelines_dir=str(tmp_path / "p"))
+    limit = DUCKDB_GLOBAL_CONFIG["memory_limit"]
+    assert _reported(pipeline, "memory_limit") == _as_duckdb_says(memory_limit=limit)
+    # not DuckDB's own default (80% of the machine)
+    assert _reported(pipeline, "memory_limit") != _as_duckdb_says(memory_limit="80%")
+
+
+def test_the_users_global_config_wins_over_the_pipelines(duckdb_file, tmp_path, monkeypatch):
+    """Before, credentials built by the runner dropped whatever `global_config` the user set."""
+    monkeypatch.setenv(
+        "DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG", '{"memory_limit": "1GB", "threads": 1}'
+    )
+    pipeline = make_pipeline(destination="duckdb", pipelines_dir=str(tmp_path / "p"))
+    assert _reported(pipeline, "memory_limit", "threads") == _as_duckdb_says(memory_limit="1GB", threads=1)
+
+
+def test_a_global_config_that_is_not_a_table_is_one_line_naming_the_key(duckdb_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG", "memory_limit=1GB")
+    with pytest.raises(ConfigError) as raised:
+        make_pipeline(destination="duckdb", pipelines_dir=str(tmp_path / "p"))
+    assert str(raised.value).startswith("destination.duckdb.credentials.global_config:")
+    assert "\n" not in str(raised.value)
+
+
+def test_a_slices_cleanup_touches_only_the_conversations_its_load_wrote(sim_factory, tmp_path):
+    """Stale rows another pipeline left (a backfill killed right after its load) stay through a
+    slice's cleanup unless that slice's load wrote their conversation; the whole-table cleanup, and
+    one with a load that cannot be told apart, removes them."""
+    sim = sim_factory()
+    scheduled = make_test_pipeline(tmp_path)
+    load(scheduled, sim, stream_ids=streams(sim))
+    backfill = extract_backfill(tmp_path, None, sim, "commbox_backfill", history_range(sim))
+    sim.clock.advance(60)
+    sim.mutate(messages=40, status_changes=20)
+    load(scheduled, sim, stream_ids=streams(sim))
+    backfill.load().raise_on_failed_jobs()  # older versions, never cleaned up
+    left_behind = stale_versions(scheduled, sim)
+    assert left_behind > 0
+
+    sim.clock.advance(60)
+    sim.mutate(messages=10)
+    sim.clock.advance(600)  # past the safety margin, as `load` does
+    source = commbox_source(**source_settings(sim, stream_ids=streams(sim)))
+    info = scheduled.run(source, loader_file_format=preferred_file_format(scheduled))
+    info.raise_on_failed_jobs()
+    listed = ", ".join(f"'{load_id}'" for load_id in info.loads_ids)
+    written = {
+        row[0] for row in query(scheduled, f"select object_id from objects where _dlt_load_id in ({listed})")
+    }
+    stale_before = _stale_objects(scheduled)
+    assert written and stale_before - written, "the test needs stale conversations outside this load"
+
+    keep_newest(scheduled, info.loads_ids)
+    assert _stale_objects(scheduled) == stale_before - written
+
+    # A row without a load id (dlt makes the column NOT NULL; a warehouse loaded by other means may
+    # not): the slice's conversations cannot be told apart, so the whole table is cleaned up.
+    query(scheduled, "alter table objects alter column _dlt_load_id drop not null")
+    query(
+        scheduled,
+        "update objects set _dlt_load_id = null where object_id = (select min(object_id) from objects)",
+    )
+    keep_newest(scheduled, info.loads_ids)
+    assert stale_versions(scheduled, sim) == 0
+
+
+def _stale_objects(pipeline: Any) -> set[int]:
+    """Conversations with more than one version in `objects`."""
+    rows = query(pipeline, "select object_id from objects group by object_id having count(*) > 1")
+    return {row[0] for row in rows}
