@@ -29,6 +29,8 @@ class Sizes:
     rate_plan: tuple[tuple[float, int], ...]
     scale_large: int
     scale_small: int
+    # scenario 4's third size, no fan-out: memory must stay flat past `scale_large` (issue 15)
+    scale_flat: int = 0
     concurrency: int = 16
     latency_ms: float = 20.0
     change_share: float = 0.01
@@ -45,6 +47,7 @@ FULL = Sizes(
     rate_plan=((10.0, 250), (50.0, 1250), (200.0, 5000)),
     scale_large=100_000,
     scale_small=10_000,
+    scale_flat=300_000,
 )
 QUICK = Sizes(
     conversations=400,
@@ -53,6 +56,7 @@ QUICK = Sizes(
     request_conversations=300,
     scale_large=2_000,
     scale_small=400,
+    scale_flat=4_000,
 )
 
 
@@ -311,10 +315,11 @@ def request_counts(sizes: Sizes, ws: Workspace) -> dict[str, Any]:
 
 
 def scale(sizes: Sizes, ws: Workspace) -> dict[str, Any]:
-    """Scenarios 4 and 5: the pipeline without fan-out at `scale_small` and `scale_large`
-    conversations (rows/s, peak RSS), then the marts queried on the large warehouse."""
+    """Scenarios 4 and 5: the pipeline without fan-out at `scale_small`, `scale_large` and
+    `scale_flat` conversations (rows/s, peak RSS: flat from the large size on), then the marts
+    queried on the `scale_large` warehouse."""
     out: dict[str, Any] = {}
-    for n in (sizes.scale_small, sizes.scale_large):
+    for n in (sizes.scale_small, sizes.scale_large, *([sizes.scale_flat] if sizes.scale_flat else [])):
         with SimProcess(n, latency_ms=sizes.latency_ms) as sim:
             # Every rendered conversation must fit the simulator's cache for the warm pass to hold.
             sim.configure(fragment_cache_size=max(60_000, 2 * n))
