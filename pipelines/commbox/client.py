@@ -145,7 +145,10 @@ class RequestBudget:
     a 429 confirms the same rate. 429s for requests sent before the budget reacted are the same
     overshoot and teach nothing new. Rate-limit headers, where the server sends them, say the rate
     outright (`RateLimit-Policy`) or that the quota is spent (`RateLimit-Remaining: 0`), which is
-    learnt from like a 429 without spending one.
+    learnt from like a 429 without spending one. A budget can start from what an earlier one on the
+    same account learnt (`resume`: the next checkpoint slice, the next run); a bracket that no longer
+    holds is found again, at a first overshoot that nothing bounds from below, or after a spell past
+    the ceiling with no 429.
     """
 
     def __init__(self, concurrency: int, rate: float) -> None:
