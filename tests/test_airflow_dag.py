@@ -196,7 +196,7 @@ def test_dags_test_loads_the_simulators_truth(simulator: str, tmp_path: Path) ->
     assert sum(s["rows"]["objects"] for s in document["streams"]) == len(truth_objects)
     # the pace the DAG's task achieved against the limit it found (issue 16), one budget for all
     pace = document["paces"]["commbox_all"]
-    assert pace["achieved_rps"] > 0 and pace["requests"] >= len(truth_objects)
+    assert pace["achieved_rps"] > 0 and pace["requests"] > 0
     page = tmp_path / "sla.html"
     report = subprocess.run(
         [str(cli), "report", "--html", str(page), "--pipelines-dir", str(tmp_path / "ops")],
