@@ -1,8 +1,8 @@
 """Scenario 7 (issue 16): parallel processes reading one rate-limited account.
 
 The simulator limits the account (a token bucket: `rps`, burst 10, 429 + Retry-After); 4 streams
-are read by 1 process (every stream), 4 processes (one stream each, as the Airflow DAG's stream
-tasks) and 8 processes (one stream and half of the period each, as two DAG runs catching up), each
+are read by 1 process (every stream), 4 processes (one stream each, as the Airflow DAG's earlier
+per-stream tasks did) and 8 processes (one stream and half of the period each), each
 process with its own pipeline and DuckDB file and the default settings (no
 `max_requests_per_second`: the limit is unknown), with the shared budget on (the default) and off.
 Each account is sized for a floor (minimum requests / rate) of about `FLOOR_SECONDS`. The
@@ -133,6 +133,8 @@ def run_once(
             "max_concurrency": CONCURRENCY,
             "max_retry_wait_seconds": 60,
             "shared_budget": str(budget_dir) if shared else "off",
+            # per type, as the floor (minimum requests / rate) counts them
+            "activity_paths": "per_type",
         }
         spec: dict[str, Any] = {"workdir": str(workdir), "source": source}
         if "range" in part:
@@ -273,6 +275,7 @@ def run_dag(sim: SimProcess, data: Dataset, root: Path, *, rps: float) -> dict[s
         "max_concurrency": CONCURRENCY,
         "max_retry_wait_seconds": 60,
         "shared_budget": str(root / f"budget-{rps:g}-dag"),
+        "activity_paths": "per_type",
     }
     env.update(
         AIRFLOW_HOME=str(home),
@@ -390,7 +393,7 @@ def markdown(result: dict[str, Any], machine: str) -> str:
         "",
         "The simulator limits the account (token bucket, burst "
         f"{result['burst']}, 429 + Retry-After, {result['latency_ms']:g} ms latency); 4 streams are "
-        "read by 1 process, by 4 (one stream each, as the DAG's stream tasks) and by 8 (one stream "
+        "read by 1 process, by 4 (one stream each, as the DAG's earlier per-stream tasks) and by 8 (one stream "
         "and half the period each), every process with its own pipeline and DuckDB file, default "
         f"settings (no `max_requests_per_second`), `max_concurrency` {result['concurrency']}; "
         f"`{DAG_ROW}`: the Airflow DAG, `airflow dags test` in `.airflow-venv`, its one task reading "

@@ -126,8 +126,8 @@ def seed_schema(source: Any, destination: str, dataset: str | None) -> None:
 def build_reporting_views(destination: str, dataset: str | None) -> list[str]:
     """Load the SLA inputs and (re)create the views, in a pipeline of their own.
 
-    The stream tasks' pipelines own the raw tables' schema (`commbox`); the SLA inputs go in the
-    views pipeline's schema so that no partial `commbox` schema is stored over theirs.
+    The extract task's pipeline owns the raw tables' schema (`commbox`); the SLA inputs go in the
+    views pipeline's schema so that no partial `commbox` schema is stored over it.
     """
     if destination == "bigquery":
         log.warning("the SLA views are not created on BigQuery by the DAG; create them from render_views()")

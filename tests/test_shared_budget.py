@@ -359,7 +359,8 @@ CHILD = textwrap.dedent(
 
 
 def run_processes(sim, tmp_path: Path, budget: str, **settings) -> list[dict]:
-    """One process per stream, started together, as the Airflow DAG's stream tasks run."""
+    """One process per stream, started together (as the Airflow DAG's earlier per-stream tasks
+    ran; now a cron run and backfills beside it)."""
     start = min(o["created_at"] for o in sim.truth.objects()).date().isoformat()
     stream_ids = sorted({o["stream_id"] for o in sim.truth.objects()})
     procs = []
@@ -463,7 +464,8 @@ def test_status_shows_the_pace_each_run_achieved_against_the_limit_it_found(sim_
 
 
 def test_every_run_shares_by_default_and_off_leaves_it_alone():
-    # The Airflow DAG's stream tasks build their source with the default settings: they share.
+    # Every run (the Airflow DAG's task, cron, a backfill) builds its source with the default
+    # settings: they share.
     from pipelines.commbox import RunContext, load_source_config
 
     shared = RunContext(load_source_config(api_key="k", base_url="http://127.0.0.1:9"))
