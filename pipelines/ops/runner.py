@@ -580,7 +580,7 @@ def load_sla_tables(pipeline: dlt.Pipeline, sla_config: Any) -> None:
     from ..reporting.views import load_inputs
 
     # Views read one version per conversation: loads that did not clean up after themselves (the
-    # Airflow DAG's stream tasks load with dlt's own task group) are cleaned up here.
+    # Airflow DAG's extract task loads with dlt's own task group) are cleaned up here.
     keep_newest(pipeline)
     with pipeline.sql_client() as client:
         objects = client.make_qualified_table_name("objects")
