@@ -77,6 +77,7 @@ BAD: list[tuple[dict[str, str], tuple[str, ...], str]] = [
     *[({K + "MAX_RETRY_WAIT_SECONDS": v}, RUN, "max_retry_wait_seconds") for v in ("0", "nan", "-1", "inf")],
     *[({K + "REQUEST_TIMEOUT_SECONDS": v}, RUN, "request_timeout_seconds") for v in ("0", "nan", "1e9")],
     ({K + "TIME_FILTER_MODE": "sideways"}, RUN, "time_filter_mode"),
+    *[({K + "ACTIVITY_PATHS": v}, RUN, "activity_paths") for v in ("cheapest", "list_log")],
     *[({K + "CREATED_MODE_REREAD_DAYS": v}, RUN, "created_mode_reread_days") for v in ("-1", "nan", "1000")],
     *[
         ({K + "CHECKPOINT_CONVERSATIONS": v}, RUN, "checkpoint_conversations")

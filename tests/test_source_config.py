@@ -26,6 +26,7 @@ SAMPLES = {
     "page_size": ("50", lambda c: c.settings.page_size == 50),
     "include_transcripts": ("false", lambda c: c.settings.include_transcripts is False),
     "activity_types": ("Remark", lambda c: c.settings.activity_types == (1,)),
+    "activity_paths": ("PER_TYPE", lambda c: c.settings.activity_paths == "per_type"),
     "max_concurrency": ("3", lambda c: c.settings.max_concurrency == 3),
     "max_requests_per_second": ("7.5", lambda c: c.settings.max_requests_per_second == 7.5),
     "max_retry_wait_seconds": ("9", lambda c: c.settings.max_retry_wait_seconds == 9),

@@ -36,15 +36,15 @@ from dlt.common.typing import TDataItem
 from dlt.extract.resource import DltResource
 from dlt.extract.source import DltSource
 
+from .activity_paths import ActivityPaths
 from .client import OPTIONAL_ENDPOINT_ERRORS, CommBoxClient, NotFound, pace_memory
 from .coerce import Warnings, as_list, to_int
 from .config import SETTINGS_SIGNATURE, SourceConfig, SourceSettings, source_config
-from .normalise import BadRecord, activity_rows, manager_row, transcript_row
+from .normalise import BadRecord, manager_row, transcript_row
 from .pii import Pseudonymiser, no_scrub
 from .senders import apply_senders, disagrees_with_first_response, fetch_senders, needs_sender
 from .settings import (
     MANAGERS,
-    OBJECT_ACTIVITIES,
     OBJECT_TRANSCRIPT,
     STATS_SLA_EXCEPTIONS,
     STATS_STREAMS,
@@ -97,6 +97,10 @@ class RunContext:
         self.scrub: Callable[[Any], Any] = no_scrub
         if settings.pseudonymize:
             self.scrub = Pseudonymiser(str(config.pseudonymize_key)).scrub
+        # Which way activities are read: per type until a cheaper path has shown the same rows.
+        self.activity_paths = ActivityPaths(
+            self.client, settings, self.warnings, scrub=self.scrub, finish=_activity_row
+        )
 
     def fan_out(self, fetch: Any, refs: list[dict[str, Any]]) -> list[Any]:
         """`fetch(ref, self)` for every ref, on one pool shared by all fan-out transformers.
@@ -252,6 +256,7 @@ def _conversations(context: RunContext) -> Iterator[TDataItem]:
             done = sum(p.get("conversations", 0) for p in context.progress.values())
             return done >= settings.checkpoint_conversations
 
+    context.activity_paths.selected = "activities" in dlt.current.source().selected_resources
     for stream_id in context.stream_ids():
         if context.more:
             break  # the slice is full: the next one starts with this stream
@@ -266,6 +271,7 @@ def _conversations(context: RunContext) -> Iterator[TDataItem]:
                 stream_id,
                 caps=context.caps,
                 warnings=context.warnings,
+                activity_log=context.activity_paths.list_log_wanted,
             ),
             settings,
             stream_state,
@@ -394,12 +400,14 @@ def _holes(bundles: TDataItem) -> TDataItem:
 
 def _refs(bundles: TDataItem) -> TDataItem:
     """The conversations of one window that were loaded, for the fan-out, each with the version it
-    was read at: the transcript and activities fetched for it are rows of that version."""
+    was read at: the transcript and activities fetched for it are rows of that version. The list's
+    activity log rides along where the list gave one (activity_paths.py reads it)."""
     return [
         {
             "object_id": bundle["object"]["object_id"],
             "stream_id": bundle["object"]["stream_id"],
             "object_updated_at": version_of(bundle["object"]),
+            **({"activity_log": bundle["activity_log"]} if "activity_log" in bundle else {}),
         }
         for bundle in bundles
         if "object" in bundle
@@ -425,22 +433,10 @@ def _transcript_of(ref: TDataItem, context: RunContext) -> Any:
         return None
 
 
-def _activities_of(ref: TDataItem, context: RunContext) -> list[dict[str, Any]]:
-    rows: dict[str, dict[str, Any]] = {}
-    path = OBJECT_ACTIVITIES.format(object_id=ref["object_id"])
-    for activity_type in context.settings.activity_types:
-        try:
-            data = context.client.get(path, {"activityType": activity_type}).data
-        except NotFound:
-            context.warnings["activities: 404 for a listed conversation, skipped"] += 1
-            continue
-        items = context.scrub(as_list(data))
-        for row in activity_rows(items, ref["object_id"], ref["stream_id"], activity_type, context.warnings):
-            # Accounts that ignore activityType send every type each time: keep the one asked for.
-            if row["activity_type"] == activity_type:
-                row["object_updated_at"] = ref["object_updated_at"]
-                rows[row["activity_id"]] = _compact(row, "activities")
-    return list(rows.values())
+def _activity_row(row: dict[str, Any], ref: TDataItem) -> dict[str, Any]:
+    """An activity row as loaded: of the version its conversation was read at."""
+    row["object_updated_at"] = ref["object_updated_at"]
+    return _compact(row, "activities")
 
 
 def _transcripts(refs: TDataItem, context: RunContext) -> TDataItem:
@@ -449,8 +445,9 @@ def _transcripts(refs: TDataItem, context: RunContext) -> TDataItem:
 
 
 def _activities(refs: TDataItem, context: RunContext) -> TDataItem:
-    """Each conversation's activities, one request per configured type, fetched on the run's pool."""
-    return [row for rows in context.fan_out(_activities_of, refs) for row in rows]
+    """Each conversation's activities, fetched on the run's pool: one request per configured type,
+    or a cheaper path once this run has shown it gives the same rows (activity_paths.py)."""
+    return context.activity_paths.read(refs, context.fan_out)
 
 
 def _managers(context: RunContext) -> Iterator[TDataItem]:

@@ -39,6 +39,8 @@ from .settings import (
     TIME_FILTER_MODES,
 )
 
+# `activity_paths`: verify and use a cheaper path (activity_paths.py), or always one request per type.
+ACTIVITY_PATH_MODES = ("auto", "per_type")
 PLACEHOLDER_KEYS = frozenset({"", "<your api key>", "your-api-key", "changeme", "replace-me"})
 _NAMES_TO_TYPES = {name.lower(): number for number, name in ACTIVITY_TYPE_NAMES.items()}
 
@@ -83,6 +85,9 @@ SETTINGS: dict[str, Setting] = {
     "page_size": Setting(MAX_PAGE_SIZE, int, (10, MAX_PAGE_SIZE, True)),
     "include_transcripts": Setting(True, bool),
     "activity_types": Setting(None, Any),
+    # "auto": read activities by a cheaper documented path (the list's activity log, or every type
+    # in one answer) once this run has shown it gives the same rows; "per_type": one request per type.
+    "activity_paths": Setting("auto", str),
     "max_concurrency": Setting(DEFAULT_MAX_CONCURRENCY, int, (1, 64, True)),
     # 0 means no ceiling; otherwise at least one request every two seconds.
     "max_requests_per_second": Setting(DEFAULT_MAX_REQUESTS_PER_SECOND, float, (0.5, 1000.0, False)),
@@ -142,6 +147,7 @@ class SourceSettings:
     checkpoint_conversations: int = 0
     shared_budget: str = "auto"
     snapshot_max_age_seconds: int = DEFAULT_SNAPSHOT_MAX_AGE_SECONDS
+    activity_paths: str = "auto"
 
 
 def parse_moment(value: Any, key: str) -> datetime:
@@ -380,6 +386,11 @@ def validate(**raw: Any) -> SourceSettings:
         raise ConfigError(
             f"time_filter_mode: {given['time_filter_mode']!r} is not one of {', '.join(TIME_FILTER_MODES)}"
         )
+    activity_paths = str(given["activity_paths"]).strip().lower()
+    if activity_paths not in ACTIVITY_PATH_MODES:
+        raise ConfigError(
+            f"activity_paths: {given['activity_paths']!r} is not one of {', '.join(ACTIVITY_PATH_MODES)}"
+        )
     window_seconds = max(1, int(number("window_hours") * 3600))
     max_window_seconds = max(window_seconds, int(number("max_window_days") * 86400))
     return SourceSettings(
@@ -405,6 +416,7 @@ def validate(**raw: Any) -> SourceSettings:
         checkpoint_conversations=int(number("checkpoint_conversations")),
         shared_budget=_shared_budget(given["shared_budget"]),
         snapshot_max_age_seconds=int(number("snapshot_max_age_seconds")),
+        activity_paths=activity_paths,
     )
 
 

@@ -139,8 +139,6 @@ def object_bundle(raw: Mapping[str, Any], stream_id: int, warnings: Warnings) ->
         raise BadRecord("conversation without an id")
     if row.get("stream_id") is None:
         row["stream_id"] = stream_id
-    if activity_log is not None:
-        row["activity_log"] = activity_log
 
     users: list[Row] = []
     identities: list[Row] = []
@@ -172,7 +170,11 @@ def object_bundle(raw: Mapping[str, Any], stream_id: int, warnings: Warnings) ->
             childs.append(child_row)
         if ident is not None:
             identities.append(ident)
-    return {"object": row, "childs": childs, "users": users, "identities": identities}
+    bundle = {"object": row, "childs": childs, "users": users, "identities": identities}
+    if activity_log is not None:
+        # The list's activity log (includeActivityLog) is read by activity_paths.py: not an objects column.
+        bundle["activity_log"] = activity_log
+    return bundle
 
 
 def child_bundle(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,8 +163,11 @@ class WindowReader:
         *,
         caps: CapTracker,
         warnings: Warnings,
+        activity_log: Callable[[], bool] | None = None,
     ) -> None:
         self.client = client
+        # Asked before each list call: whether to ask for includeActivityLog (activity_paths.py).
+        self.activity_log = activity_log
         self.stream_id = stream_id
         self.caps = caps
         self.warnings = warnings
@@ -388,6 +391,8 @@ class WindowReader:
         if self.caps.ordered:
             params.update(order=TIME_FILTER_PARAM[mode], sort="asc")
         params.update(pageSize=self.caps.page_size, includeChilds="true", **extra)
+        if self.activity_log is not None and self.activity_log():
+            params["includeActivityLog"] = "true"
         return params
 
     def _list(self, start: int, end: int, mode: str, **extra: Any) -> list[Any]:

@@ -238,7 +238,15 @@ class Api:
         ds = self.sim.dataset
         cfg = self.sim.config
         # The shape is part of the key: a cached fragment must never outlive a shape switch.
-        shape = (cfg.documented_keys, cfg.list_child_sender, cfg.omit_nulls, cfg.quirks, cfg.quirks_off)
+        shape = (
+            cfg.documented_keys,
+            cfg.list_child_sender,
+            cfg.omit_nulls,
+            cfg.quirks,
+            cfg.quirks_off,
+            cfg.list_activity_log,
+            cfg.list_activity_log_newest,
+        )
         key = (kind, i, ds.obj_version[i], childs, acts, shape)
         frag = self._fragments.get(key)
         if frag is None:
@@ -390,6 +398,11 @@ class Api:
         i = self._object(p["object"], None)
         raw = q.get("activitytype")
         atype = _int(raw, 400) if raw not in (None, "") else None
+        cfg = self.sim.config
+        if atype is None and cfg.activities_untyped == "refused":
+            raise ApiError(400, "activityType is required")
+        if atype is None and cfg.activities_untyped == "one_type":
+            atype = cfg.activities_untyped_type
         ds = self.sim.dataset
         return self._dumps(self.sim.renderer.activities(ds.detail(i), atype))
 

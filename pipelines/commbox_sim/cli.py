@@ -8,7 +8,15 @@ import sys
 import threading
 from pathlib import Path
 
-from .config import BAD_PAYLOADS, PROFILES, QUIRKS, RATE_LIMIT_HEADERS, SimConfig
+from .config import (
+    BAD_PAYLOADS,
+    LIST_ACTIVITY_LOGS,
+    PROFILES,
+    QUIRKS,
+    RATE_LIMIT_HEADERS,
+    UNTYPED_ACTIVITIES,
+    SimConfig,
+)
 from .simulator import Simulator
 
 
@@ -80,6 +88,30 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--time-filter-values", help="comma list of the only timeFilter values accepted (others: 400)"
     )
+    g.add_argument(
+        "--list-activity-log",
+        choices=LIST_ACTIVITY_LOGS,
+        default=d.list_activity_log,
+        help="includeActivityLog on the list: every activity, ignored (no key) or the newest N only",
+    )
+    g.add_argument(
+        "--list-activity-log-newest",
+        type=int,
+        default=d.list_activity_log_newest,
+        help="N for --list-activity-log newest",
+    )
+    g.add_argument(
+        "--activities-untyped",
+        choices=UNTYPED_ACTIVITIES,
+        default=d.activities_untyped,
+        help="/objects/{id}/activities without activityType: every type, 400, or one type only",
+    )
+    g.add_argument(
+        "--activities-untyped-type",
+        type=int,
+        default=d.activities_untyped_type,
+        help="the type --activities-untyped one_type answers",
+    )
     g = p.add_argument_group("shapes (default: the profile's)")
     g.add_argument(
         "--documented-keys", action=bool_flag, help="items carry exactly the keys of the vendor's example"
@@ -146,6 +178,10 @@ def config_from_args(a: argparse.Namespace) -> SimConfig:
         max_page_size=a.max_page_size,
         strict_page_size=a.strict_page_size,
         time_filter_values=tuple(a.time_filter_values.split(",")) if a.time_filter_values else None,
+        list_activity_log=a.list_activity_log,
+        list_activity_log_newest=a.list_activity_log_newest,
+        activities_untyped=a.activities_untyped,
+        activities_untyped_type=a.activities_untyped_type,
         rate_limit_rps=a.rps,
         rate_limit_burst=a.burst,
         retry_after_override=a.retry_after,

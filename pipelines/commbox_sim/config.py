@@ -37,6 +37,11 @@ BAD_PAYLOADS = (
     "duplicate_across_pages",
 )
 
+# How the list answers includeActivityLog, and /objects/{id}/activities without activityType: the
+# docs document the first and are silent on the second, so each reading is a switch.
+LIST_ACTIVITY_LOGS = ("whole", "ignored", "newest")
+UNTYPED_ACTIVITIES = ("all", "refused", "one_type")
+
 # Switches that only shape the generated data; changing them at runtime is refused.
 GENERATION_FIELDS = frozenset(
     {"seed", "conversations", "days", "streams", "end", "bursts", "crowded_seconds", "crowded_size"}
@@ -111,6 +116,14 @@ class SimConfig:
     # these exact timeFilter values accepted (None: any spelling of created/updated/closed)
     strict_page_size: bool = False
     time_filter_values: tuple[str, ...] | None = None
+    # includeActivityLog on the list: "whole" (every activity of every type, under ``activities``),
+    # "ignored" (no ``activities`` key) or "newest" (only the newest ``list_activity_log_newest``)
+    list_activity_log: str = "whole"
+    list_activity_log_newest: int = 3
+    # /objects/{id}/activities without activityType: "all" (every type), "refused" (400) or
+    # "one_type" (as if activityType=``activities_untyped_type`` had been sent)
+    activities_untyped: str = "all"
+    activities_untyped_type: int = 2
     # SLA target behind /stats/streamsSLAExceptions
     sla_first_response_minutes: int = 60
     # throttling
@@ -181,6 +194,12 @@ class SimConfig:
             raise ValueError("crowded_seconds >= 0 and crowded_size >= 1 are required")
         if self.rate_limit_headers not in RATE_LIMIT_HEADERS:
             raise ValueError(f"rate_limit_headers must be one of {RATE_LIMIT_HEADERS}")
+        if self.list_activity_log not in LIST_ACTIVITY_LOGS:
+            raise ValueError(f"list_activity_log must be one of {LIST_ACTIVITY_LOGS}")
+        if self.list_activity_log_newest < 0:
+            raise ValueError("list_activity_log_newest must be >= 0")
+        if self.activities_untyped not in UNTYPED_ACTIVITIES:
+            raise ValueError(f"activities_untyped must be one of {UNTYPED_ACTIVITIES}")
         if self.bad_payload is not None and self.bad_payload not in BAD_PAYLOADS:
             raise ValueError(f"bad_payload must be one of {BAD_PAYLOADS}")
         if self.conversations < 0 or self.days < 1 or self.streams < 1:

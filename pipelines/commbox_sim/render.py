@@ -282,8 +282,12 @@ class Renderer:
             }
         if include_childs:
             out["childs"] = self.childs(conv, i, profile, h, single=False)
-        if include_activities:
-            out["activities"] = self.activities(conv, None)
+        if include_activities and self.cfg.list_activity_log != "ignored":
+            log = self.activities(conv, None)
+            if self.cfg.list_activity_log == "newest":
+                # oldest first, as the full log: the newest N of it
+                log = log[max(0, len(log) - self.cfg.list_activity_log_newest) :]
+            out["activities"] = log
         return trim(out, LIST_ITEM) if self.cfg.documented_keys else out
 
     def single_object(self, i: int, *, include_childs: bool, include_activities: bool) -> dict[str, Any]:
