@@ -20,6 +20,9 @@ from .sim import API_KEY, ROOT, SimProcess
 
 # StatusChange and AssignChange: the two activity types the pipeline fetches by default.
 ACTIVITY_TYPES = (2, 6)
+# Activity requests per conversation of each path the pipeline can read them by
+# (pipelines/commbox/activity_paths.py): one per type, one for every type, none (the list's log).
+ACTIVITY_PATH_REQUESTS = {"per_type": len(ACTIVITY_TYPES), "all_types": 1, "list_log": 0}
 
 
 def _epoch(value: str) -> float:
@@ -67,12 +70,16 @@ class Dataset:
     def list_calls(self) -> int:
         return sum(math.ceil(n / 100) for n in self.streams.values())
 
-    def minimum_requests(self, *, fan_out: bool, sender_lookup: bool = False) -> int:
-        """Per stream ceil(objects / 100) list calls, per conversation one transcript and one call
-        per activity type (and one Get Object where the list leaves out the messages' sender, as
-        the documentation-shaped profile does), plus the fixed calls (clock, stats, SLA exceptions,
-        managers, one availability per stream)."""
-        per_conversation = (1 + len(ACTIVITY_TYPES) if fan_out else 0) + (1 if sender_lookup else 0)
+    def minimum_requests(
+        self, *, fan_out: bool, sender_lookup: bool = False, activity_path: str = "per_type"
+    ) -> int:
+        """Per stream ceil(objects / 100) list calls, per conversation one transcript and the
+        activity requests of `activity_path` (one per type; one for every type; none when the
+        list's log holds them), and one Get Object where the list leaves out the messages' sender,
+        as the documentation-shaped profile does, plus the fixed calls (clock, stats, SLA
+        exceptions, managers, one availability per stream)."""
+        activities = ACTIVITY_PATH_REQUESTS[activity_path]
+        per_conversation = (1 + activities if fan_out else 0) + (1 if sender_lookup else 0)
         return (
             self.list_calls() + per_conversation * self.conversations + len(fixed_paths(list(self.streams)))
         )
@@ -156,9 +163,27 @@ def _wait4(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, int, Any
         time.sleep(0.05)
 
 
+def activity_path_used(requests_by_endpoint: dict[str, int], conversations: int) -> str:
+    """The activity path a run used, told from the server's counts: the path whose requests per
+    conversation are nearest the run's (the few conversations a run reads per type while it
+    verifies a cheaper path move the figure by a fraction of a request)."""
+    per_conversation = requests_by_endpoint.get("activities", 0) / max(1, conversations)
+    return min(ACTIVITY_PATH_REQUESTS, key=lambda path: abs(ACTIVITY_PATH_REQUESTS[path] - per_conversation))
+
+
 def pipeline_spec(
-    sim: SimProcess, data: Dataset, workdir: Path, *, concurrency: int, fan_out: bool, **source: Any
+    sim: SimProcess,
+    data: Dataset,
+    workdir: Path,
+    *,
+    concurrency: int,
+    fan_out: bool,
+    activity_paths: str = "per_type",
+    **source: Any,
 ) -> dict[str, Any]:
+    """The pipeline's run spec. Activities are read per type unless `activity_paths="auto"`: the
+    scenarios that compare the pipeline with the fetchers (which read per type) or with a rate's
+    floor measure the same requests; scenario 6 measures what the cheaper paths save."""
     settings = {
         "api_key": API_KEY,
         "base_url": sim.base_url,
@@ -168,6 +193,7 @@ def pipeline_spec(
     }
     if not fan_out:
         settings.update(include_transcripts=False, activity_types=[])
+    settings["activity_paths"] = activity_paths
     settings.update(source)
     return {"contender": "pipeline", "workdir": str(workdir), "source": settings}
 

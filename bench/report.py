@@ -440,14 +440,17 @@ def render(results: dict[str, Any]) -> str:
             "",
             "## 6. Requests per profile, after a small change, after none",
             "",
-            "A full run (fan-out on, no latency, no rate limit) against the minimum for the endpoints "
-            "used: per stream ceil(objects / 100) list calls, per conversation one transcript and one call "
-            "per activity type, on the documentation-shaped profile (`docs`: the list leaves out the "
-            "messages' sender) one Get Object more, and the fixed calls. Then, on the same state, a run "
-            "after 1% of the conversations changed, and a run after nothing changed.",
+            "A full run (fan-out on, no latency, no rate limit, default settings) against the minimum for "
+            "the endpoints used: per stream ceil(objects / 100) list calls, per conversation one transcript "
+            "and the activity requests of the path the run used (`per_type`: one per type; `all_types`: one; "
+            "`list_log`: none, the list's `includeActivityLog` holds them; told from the server's counts), "
+            "on the documentation-shaped profile (`docs`: the list leaves out the messages' sender) one Get "
+            "Object more, and the fixed calls. `per-type minimum` is what reading one request per type "
+            "needs. Then, on the same state, a run after 1% of the conversations changed, and a run after "
+            "nothing changed.",
             "",
-            "| profile | conversations | minimum per conversation | full run requests | minimum | × minimum | after 1% changed | share of full | no change: requests | by endpoint |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| profile | conversations | activity path | activity requests | minimum per conversation | full run requests | minimum | × minimum | per-type minimum | after 1% changed | share of full | no change: requests | by endpoint |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for profile, r in s6.items():
             full, inc, same = r["full"], r["incremental"], r["unchanged"]
@@ -456,8 +459,10 @@ def render(results: dict[str, Any]) -> str:
                 f"{k} {v}" for k, v in sorted(same.get("requests_by_endpoint", {}).items())
             )
             lines.append(
-                f"| {profile} | {r['dataset']['conversations']:,} | {r['per_conversation_minimum']:.0f} | {full.get('requests', 0):,} | "
-                f"{r['minimum_requests']:,} | {_f(r['request_ratio'], 3)} | {inc_run.get('requests', 0):,} | "
+                f"| {profile} | {r['dataset']['conversations']:,} | {r.get('activity_path', 'per_type')} | "
+                f"{r.get('activity_requests', 0):,} | {r['per_conversation_minimum']:.0f} | {full.get('requests', 0):,} | "
+                f"{r['minimum_requests']:,} | {_f(r['request_ratio'], 3)} | {_f(r.get('per_type_minimum'), 0)} | "
+                f"{inc_run.get('requests', 0):,} | "
                 f"{_f(inc.get('request_share_pct'), 2)}% | {same.get('requests', 0):,} | {by_endpoint} |"
             )
     lines += ["", "## 5. Views (DuckDB)", ""]

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .core import Dataset, fetcher_spec, pipeline_spec, run_contender
+from .core import (
+    ACTIVITY_PATH_REQUESTS,
+    Dataset,
+    activity_path_used,
+    fetcher_spec,
+    pipeline_spec,
+    run_contender,
+)
 from .sim import SimProcess
 
 logger = logging.getLogger("bench")
@@ -182,7 +189,14 @@ def full_history(sizes: Sizes, ws: Workspace) -> dict[str, Any]:
 
 
 def _incremental(
-    sim: SimProcess, data: Dataset, sizes: Sizes, ws: Workspace, workdir: Path | None, full_runs: list
+    sim: SimProcess,
+    data: Dataset,
+    sizes: Sizes,
+    ws: Workspace,
+    workdir: Path | None,
+    full_runs: list,
+    activity_paths: str = "per_type",
+    activity_path: str = "per_type",
 ) -> dict[str, Any]:
     """Scenario 3: change `change_share` of the conversations, spread over an hour of server time
     (ten batches, six minutes apart), then run the pipeline again on the same state and warehouse."""
@@ -200,7 +214,9 @@ def _incremental(
         sim.advance(360)
         batches += 1
     sim.advance(600)
-    spec = pipeline_spec(sim, data, workdir, concurrency=sizes.concurrency, fan_out=True)
+    spec = pipeline_spec(
+        sim, data, workdir, concurrency=sizes.concurrency, fan_out=True, activity_paths=activity_paths
+    )
     result = run_contender(spec, sim, log_dir=ws.logs, label="incremental")
     full_requests = statistics.median([r["requests"] for r in full_runs if r.get("ok")])
     full_wall = statistics.median([r["wall_seconds"] for r in full_runs if r.get("ok")])
@@ -208,16 +224,19 @@ def _incremental(
         "changed_conversations": len(touched),
         "mutation_batches": batches,
         "run": result,
-        "minimum_requests": _minimum_incremental(len(touched)),
+        # The path the full run settled on: a small change is mostly the sample a run checks per type.
+        "activity_path": activity_path,
+        "minimum_requests": _minimum_incremental(len(touched), activity_path),
         "full_requests": full_requests,
         "full_wall_seconds": full_wall,
         "request_share_pct": 100 * result["requests"] / full_requests if full_requests else None,
     }
 
 
-def _minimum_incremental(changed: int) -> int:
-    # One list call per stream can hold up to 100 changed conversations; 3 fan-out calls each.
-    return changed * 3
+def _minimum_incremental(changed: int, activity_path: str = "per_type") -> int:
+    # One list call per stream can hold up to 100 changed conversations; a transcript and the
+    # activity path's requests for each (3 per type, 1 by the list's log).
+    return changed * (1 + ACTIVITY_PATH_REQUESTS[activity_path])
 
 
 def rate_limited(
@@ -292,20 +311,32 @@ def request_counts(sizes: Sizes, ws: Workspace) -> dict[str, Any]:
             data = Dataset.read(sim, fan_out=True)
             sim.advance(600)
             workdir = ws.new(f"requests-{profile}")
-            spec = pipeline_spec(sim, data, workdir, concurrency=sizes.concurrency, fan_out=True)
+            # The default settings: activities by the cheapest path the run verifies.
+            spec = pipeline_spec(
+                sim, data, workdir, concurrency=sizes.concurrency, fan_out=True, activity_paths="auto"
+            )
             logger.info("scenario 6: %s profile, full run of %s conversations", profile, data.conversations)
             full = run_contender(spec, sim, log_dir=ws.logs, label=f"requests-{profile}-full")
-            minimum = data.minimum_requests(fan_out=True, sender_lookup=profile == "docs")
-            incremental = _incremental(sim, data, sizes, ws, workdir, [full])
+            # The minimum for the endpoints the run used, and what reading per type needs.
+            path = activity_path_used(full.get("requests_by_endpoint", {}), data.conversations)
+            docs = profile == "docs"
+            minimum = data.minimum_requests(fan_out=True, sender_lookup=docs, activity_path=path)
+            per_type = data.minimum_requests(fan_out=True, sender_lookup=docs)
+            incremental = _incremental(
+                sim, data, sizes, ws, workdir, [full], activity_paths="auto", activity_path=path
+            )
             sim.advance(600)
             logger.info("scenario 6: %s profile, a run after no change", profile)
             unchanged = run_contender(spec, sim, log_dir=ws.logs, label=f"requests-{profile}-unchanged")
             ws.drop(workdir)
             out[profile] = {
                 "dataset": _dataset(data, sizes, fan_out=True),
+                "activity_path": path,
+                "activity_requests": full.get("requests_by_endpoint", {}).get("activities", 0),
                 "minimum_requests": minimum,
                 "per_conversation_minimum": (minimum - data.list_calls() - len(data.streams) - 4)
                 / max(1, data.conversations),
+                "per_type_minimum": per_type,
                 "full": full,
                 "request_ratio": full["requests"] / minimum if full.get("ok") else None,
                 "incremental": incremental,
