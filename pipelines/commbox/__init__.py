@@ -59,6 +59,9 @@ __all__ = ["RunContext", "commbox_source", "load_source_config", "source_for", "
 
 logger = logging.getLogger("commbox")
 
+# Fan-out threads per request slot (see `RunContext.fan_out`).
+FAN_OUT_THREADS_PER_SLOT = 2
+
 
 class RunContext:
     """What the resources of one extraction share: the settings, the client (and through it the
@@ -106,12 +109,17 @@ class RunContext:
         """`fetch(ref, self)` for every ref, on one pool shared by all fan-out transformers.
 
         dlt's parallelized transformers run a batch (a window's conversations) per task; one future
-        per conversation would cost dlt more bookkeeping than the requests themselves.
+        per conversation would cost dlt more bookkeeping than the requests themselves. The pool has
+        more threads than the budget has slots: a thread parsing and normalising its answer holds
+        no slot, and another one is already waiting to send (the budget still caps requests in
+        flight at `max_concurrency`).
         """
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(
-                    self.settings.max_concurrency, thread_name_prefix="commbox-fan-out"
+                    FAN_OUT_THREADS_PER_SLOT * self.settings.max_concurrency,
+                    thread_name_prefix="commbox-fan-out",
+                    initializer=self.client.serve_in_background,
                 )
         return list(self._pool.map(lambda ref: fetch(ref, self), refs))
 
