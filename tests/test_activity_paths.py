@@ -187,3 +187,35 @@ def test_no_activity_of_the_configured_types_keeps_checking_per_type(sim, tmp_pa
     lists = [target for target in seen if "/objects?" in target]
     assert lists and all("includeActivityLog=true" in target for target in lists)
     assert not any(key.startswith("activities:") for key in summary.warnings)
+
+
+def test_a_later_run_recalls_the_verdict_and_rechecks_only_a_conversation_or_two(sim_factory, tmp_path):
+    sim = sim_factory()
+    pipeline = make_test_pipeline(tmp_path)
+    load(pipeline, sim)
+    sim.mutate(status_changes=12, reassignments=12, messages=6)
+    sim.reset_stats()
+    summary = load(pipeline, sim)
+    assert_equals_truth(pipeline, sim)
+    # per type beside the recalled path, until the re-checked conversations showed both types
+    assert sim.stats()["requests"]["activities"] <= 2 * len(TYPES)
+    assert not any(key.startswith("activities:") for key in summary.warnings)
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [{"list_activity_log": "ignored"}, {"list_activity_log": "newest", "list_activity_log_newest": 1}],
+    ids=["log-ignored", "log-cut-to-newest"],
+)
+def test_a_recalled_verdict_the_account_no_longer_bears_out_is_dropped(sim_factory, tmp_path, switches):
+    sim = sim_factory()
+    pipeline = make_test_pipeline(tmp_path)
+    load(pipeline, sim)
+    sim.configure(**switches)
+    sim.mutate(status_changes=12, reassignments=12, messages=6)
+    summary = load(pipeline, sim)
+    assert_equals_truth(pipeline, sim)
+    assert LIST_LOG_OUT in summary.warnings
+    # the run went back to checking: the list's log is out, every type in one answer may have won
+    kept = pipeline.state["sources"]["commbox"].get("activity_path") or {}
+    assert kept.get("path") != "list_log"

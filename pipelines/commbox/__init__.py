@@ -265,6 +265,7 @@ def _conversations(context: RunContext) -> Iterator[TDataItem]:
             return done >= settings.checkpoint_conversations
 
     context.activity_paths.selected = "activities" in dlt.current.source().selected_resources
+    context.activity_paths.recall(source_state)
     for stream_id in context.stream_ids():
         if context.more:
             break  # the slice is full: the next one starts with this stream

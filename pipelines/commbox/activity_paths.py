@@ -21,14 +21,20 @@ that path for the run, with a warning line and a `warnings` counter. A sample wi
 proves nothing: the run stays per type and keeps checking. A path that has not shown every
 configured type after `MAX_SAMPLES` agreeing conversations is given up (inconclusive: per type).
 
-The verdict is per run: the next run checks again, so an account that changes its answers costs at
-most one run's sample.
+A verdict for a cheaper path is kept in the source state (`activity_path`: the path, the types it
+was shown for, when, and a digest of the base URL) and recalled by the next run or checkpoint slice
+of the same account within `REMEMBER_SECONDS`, so a small incremental run does not pay the whole
+check again: it re-checks a conversation that has activities (`per_type` beside the remembered
+path), more only until those re-checked showed every configured type, and goes back to checking
+from scratch if one differs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +65,8 @@ MAX_SAMPLES = 20
 # spare. Each costs a request per type that the chosen path would not have sent, so a small change
 # (30 conversations) pays 8 for the check; the list's log is compared on every one of them.
 CHECK_CHUNK = SAMPLE_SIZE + 1
+# How long a verdict is recalled by later runs (each of which still re-checks one conversation).
+REMEMBER_SECONDS = 86400
 
 Row = dict[str, Any]
 Ref = dict[str, Any]
@@ -110,6 +118,32 @@ class ActivityPaths:
         self.chosen: str | None = None
         if settings.activity_paths == PER_TYPE or not self.types:
             self.chosen = PER_TYPE
+        self._account = hashlib.sha256(settings.base_url.rstrip("/").lower().encode()).hexdigest()[:16]
+        # The source state the verdict is kept in (`recall`), and whether a recalled verdict still
+        # waits for this run's one-conversation re-check.
+        self._state: dict[str, Any] | None = None
+        self._recheck = False
+        self._rechecked_types: set[int] = set()
+
+    def recall(self, state: dict[str, Any]) -> None:
+        """Take the verdict an earlier run or slice of this account kept in `state` (the source
+        state, where this run keeps its own), when it is recent and covers the configured types;
+        the first conversation with activities re-checks it."""
+        self._state = state
+        memory = state.get("activity_path")
+        if self.chosen is not None or not isinstance(memory, dict):
+            return
+        try:
+            fresh = abs(time.time() - float(memory["at"])) <= REMEMBER_SECONDS
+            covers = set(self.types) <= {int(t) for t in memory["types"]}
+        except (KeyError, TypeError, ValueError):
+            return
+        if memory.get("path") in CHEAPER and memory.get("account") == self._account and fresh and covers:
+            self.chosen = memory["path"]
+            self._recheck = True
+            logger.info(
+                "activities: %s, as an earlier run verified; re-checking one", DESCRIPTIONS[self.chosen]
+            )
 
     def list_log_wanted(self) -> bool:
         """Whether list calls should ask for `includeActivityLog`: only while the list's log is
@@ -139,11 +173,17 @@ class ActivityPaths:
         """
         rows: list[Row] = []
         pending = list(refs)
-        if self.chosen is None:
+        if self.chosen is None or self._recheck:
             # Longest logs first: the sample should be the conversations with the most activities.
             pending.sort(key=lambda ref: -_log_length(ref))
         while pending:
             path = self.chosen
+            if path in CHEAPER and self._claim_recheck():
+                ref, pending = pending[0], pending[1:]
+                expected = self.per_type(ref)
+                rows.extend(expected)
+                self._recheck_with(path, ref, expected)
+                continue
             if path is not None:
                 answers = fan_out(lambda ref, _, path=path: self._read(ref, path), pending)
                 rows.extend(row for found in answers for row in found)
@@ -207,6 +247,25 @@ class ActivityPaths:
         return list(rows.values())
 
     # ------------------------------------------------------------------ checking
+    def _claim_recheck(self) -> bool:
+        with self._lock:
+            claimed, self._recheck = self._recheck, False
+            return claimed
+
+    def _recheck_with(self, path: str, ref: Ref, expected: list[Row]) -> None:
+        """Compare a recalled path with the per-type rows of one conversation: agreeing keeps it,
+        differing drops it (the run checks afresh); no activities or a vanished conversation proves
+        nothing, and the next conversation is re-checked instead."""
+        got = (self._log_rows(ref) if path == LIST_LOG else self._all_types_rows(ref)) if expected else None
+        if got is not None:
+            self._judge(path, ref, expected, got)
+        with self._lock:
+            if got is not None and self.chosen == path:
+                self._rechecked_types.update(row["activity_type"] for row in expected)
+            # Until the re-checked conversations showed every configured type: an answer cut to
+            # its newest item agrees on a conversation with one activity.
+            self._recheck = self.chosen == path and not set(self.types) <= self._rechecked_types
+
     def _check(self, chunk: list[Ref], answers: list[list[Row]], fan_out: FanOut) -> None:
         """Compare the cheaper paths with the per-type rows of the chunk's conversations that have
         activities; choose a path when one has agreed often enough."""
@@ -284,6 +343,8 @@ class ActivityPaths:
             candidate.out = True
             if self.chosen == name:
                 self.chosen = None
+            if self._state is not None and (self._state.get("activity_path") or {}).get("path") == name:
+                self._state.pop("activity_path", None)
         self.warnings[f"activities: {DESCRIPTIONS[name]} differs from the per-type answers, not used"] += 1
         logger.warning(
             "activities: %s differs from the per-type answers (%s); reading them another way this run",
@@ -311,6 +372,13 @@ class ActivityPaths:
                 if candidate.agreed >= SAMPLE_SIZE and set(self.types) <= candidate.types:
                     self.chosen = name
                     message = "activities: %s gave the per-type rows; using it for the rest of the run"
+                    if self._state is not None:
+                        self._state["activity_path"] = {
+                            "path": name,
+                            "types": sorted(self.types),
+                            "at": round(time.time(), 3),
+                            "account": self._account,
+                        }
                 elif candidate.agreed >= MAX_SAMPLES:
                     candidate.out = True  # inconclusive: some configured type never showed up
                     logger.info(
