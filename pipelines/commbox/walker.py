@@ -222,7 +222,10 @@ class StreamWalker:
             yield from self._walk_range(end, true_end, mode)
             return self.stopped_at or true_end
         if true_end < end:
-            logger.warning(
+            # Within the safety margin the cursor's correction is routine (a frozen test clock,
+            # a server clock stepped back a little); beyond it, a clock someone should look at.
+            log = logger.warning if end - true_end > self.settings.safety_margin_seconds else logger.info
+            log(
                 "stream %s: the estimated server clock ran %s s ahead; the cursor stays at the server's "
                 "now minus the safety margin",
                 self.stream_id,
