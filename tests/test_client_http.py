@@ -52,3 +52,14 @@ def test_a_foreground_request_goes_before_queued_fan_out_workers(sim_factory: An
         for thread in threads:
             thread.join(timeout=10)
     assert max(sent_before) <= 1, sent_before
+
+
+def test_the_connection_state_never_shows_the_key(sim_factory: Any) -> None:
+    """What the client keeps to send (pool, target, headers) has a repr without the key in it: a
+    trace or log that renders it must not leak the Authorization header."""
+    sim = sim_factory(conversations=5, api_key="canary-key-7f3a")
+    client = CommBoxClient(sim.base_url, "canary-key-7f3a")
+    client.get(MANAGERS)
+    assert client._direct is not None
+    assert "canary-key-7f3a" not in repr(client._direct)
+    assert "canary-key-7f3a" not in repr(client)

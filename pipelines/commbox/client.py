@@ -19,7 +19,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -1000,8 +1000,8 @@ class _Direct:
     adapter: HTTPAdapter  # owns the pool (and a proxy manager, through a proxy)
     pool: urllib3.HTTPConnectionPool
     prefix: str  # what goes before an endpoint's path in the request target
-    headers: dict[str, str]
-    timeout: urllib3.Timeout
+    headers: dict[str, str] = field(repr=False)  # the key is in them
+    timeout: urllib3.Timeout = field(repr=False)
     via_requests: bool = False  # the server redirects or sets cookies: use `requests` from now on
 
 
