@@ -15,7 +15,7 @@ import pytest
 from pipelines.commbox.coerce import Warnings
 from pipelines.commbox.config import SourceSettings, validate
 from pipelines.commbox.settings import MODE_CREATED, MODE_UPDATED
-from pipelines.commbox.walker import CLOCK_TOLERANCE_SECONDS, StreamWalker
+from pipelines.commbox.walker import CLOCK_TOLERANCE_SECONDS, MAX_WINDOW_ITEMS, StreamWalker
 from pipelines.commbox.windows import CapTracker, WindowReader
 from tests.fakes import FakeAccount
 
@@ -108,7 +108,9 @@ def test_the_cursor_moves_to_now_minus_the_margin_and_never_back():
     assert state["cursor"] == NOW + 600 - MARGIN
 
 
-@pytest.mark.parametrize("estimate_off_by", [-1800, -3, 0, +900], ids=["far-behind", "just-behind", "exact", "ahead"])
+@pytest.mark.parametrize(
+    "estimate_off_by", [-1800, -3, 0, +900], ids=["far-behind", "just-behind", "exact", "ahead"]
+)
 def test_an_estimated_server_clock_is_settled_by_the_first_answer(estimate_off_by):
     """A run that estimates the server's now (its own clock plus the last run's skew) reads on to
     the server's now minus the margin when the estimate lagged, and never closes the cursor past it
@@ -147,6 +149,22 @@ def test_an_estimate_with_nothing_to_read_asks_the_server_for_its_clock():
     assert sorted(loaded(batches)) == sorted(account.truth(STREAM, NOW - 600 - MARGIN, NOW - MARGIN))
     assert state["cursor"] == NOW - MARGIN
     assert account.requests == 2  # the clock, then one list call
+
+
+def test_a_burst_inside_one_window_is_handed_over_a_part_at_a_time():
+    """5,000 conversations inside one hour (a one-hour window): the walk never holds more than
+    MAX_WINDOW_ITEMS (plus the page that crossed it) in one batch, and loads each exactly once."""
+    account = FakeAccount()
+    for n in range(5000):
+        account.add(STREAM, T0 + 60 + (n * 3500) // 5000)
+    state: dict[str, Any] = {}
+
+    batches, _ = walk(account, state, NOW)
+
+    assert max(len(batch) for batch in batches) <= MAX_WINDOW_ITEMS + 100
+    ids = loaded(batches)
+    assert len(ids) == len(set(ids))
+    assert set(ids) == account.truth(STREAM, T0, NOW - MARGIN)
 
 
 def test_the_lookback_is_re_read_but_loads_only_what_changed():

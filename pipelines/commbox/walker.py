@@ -16,6 +16,10 @@ from .windows import WindowReader, created_epoch, updated_epoch
 logger = logging.getLogger("commbox.walker")
 
 MIN_ADAPTIVE_WINDOW_SECONDS = 60
+# A window that has to be split is handed over once its first parts hold this many conversations
+# (`WindowReader.read_prefix`): a burst inside one window is read a part at a time, so memory does
+# not grow with the busiest window (a 31-day window reaching a busy week held 2,864 at once).
+MAX_WINDOW_ITEMS = 1000
 # An estimated server clock this close behind the server's own closes the walk a little early, which
 # the next run's look-back covers: not worth another list call.
 CLOCK_TOLERANCE_SECONDS = 5
@@ -240,7 +244,7 @@ class StreamWalker:
         cap = self.reader.page_size
         while position < end:
             window_end = min(position + window, end)
-            items = self.reader.read(position, window_end, mode)
+            items, window_end = self.reader.read_prefix(position, window_end, mode, MAX_WINDOW_ITEMS)
             if mode == MODE_UPDATED and self._time_filter_ignored(items, position, window_end):
                 if self.settings.time_filter_mode == MODE_AUTO:
                     raise _TimeFilterIgnored()

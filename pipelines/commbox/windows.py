@@ -180,29 +180,52 @@ class WindowReader:
 
         Items without a usable id are returned as they are (the caller keeps them raw).
         """
+        return self.read_prefix(start, end, mode)[0]
+
+    def read_prefix(
+        self, start: int, end: int, mode: str, enough: int | None = None
+    ) -> tuple[list[Any], int]:
+        """The objects of [start, covered], each id once, and `covered`: `end` when the window was
+        read whole; earlier when it had to be split and its first parts already held `enough`
+        objects. A burst (thousands of conversations inside one window) is then handed over a part
+        at a time, so a run's memory does not grow with the busiest window; the caller goes on from
+        `covered`.
+        """
         seen: dict[Any, Any] = {}
         unkeyed: list[Any] = []
-        self._read_into(start, end, mode, seen, unkeyed)
-        return [*seen.values(), *unkeyed]
+        covered = self._read_into(start, end, mode, seen, unkeyed, enough)
+        return [*seen.values(), *unkeyed], covered
 
-    def _read_into(self, start: int, end: int, mode: str, seen: dict[Any, Any], unkeyed: list[Any]) -> None:
+    def _read_into(
+        self,
+        start: int,
+        end: int,
+        mode: str,
+        seen: dict[Any, Any],
+        unkeyed: list[Any],
+        enough: int | None = None,
+    ) -> int:
         items = self._list(start, end, mode)
         if not self.caps.is_suspect(len(items)):
             self._keep(items, seen, unkeyed)
-            return
+            return end
         if end - start > 1:
             middle = (start + end) // 2
             before = len(seen)
-            self._read_into(start, middle, mode, seen, unkeyed)
-            self._read_into(middle, end, mode, seen, unkeyed)
-            self.caps.record_split(len(items), len(seen) - before)
-            return
+            covered = self._read_into(start, middle, mode, seen, unkeyed, enough)
+            if covered < middle or (enough is not None and len(seen) + len(unkeyed) >= enough):
+                return covered
+            covered = self._read_into(middle, end, mode, seen, unkeyed, enough)
+            if covered == end:
+                self.caps.record_split(len(items), len(seen) - before)
+            return covered
         found: dict[Any, Any] = {}
         self._keep(items, found, unkeyed)
         if not self._read_crowded_second(start, end, mode, found, unkeyed, len(items)):
             self.holes.append((start, end))
         for key, item in found.items():
             self._keep_one(key, item, seen)
+        return end
 
     def _key(self, item: Any) -> Any:
         key = object_id_of(item)
