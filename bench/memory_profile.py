@@ -162,16 +162,22 @@ def main(argv: list[str] | None = None) -> int:
         open_files: dict[str, int] = {}
         native: dict[str, tuple[str, float, float]] = {}
         snapshots: list[tuple[str, Any]] = []
+        # The most memory Python objects held at once during each step (`--tracemalloc`): a peak of
+        # short-lived objects leaves RSS up afterwards even though nothing stays alive.
+        python_peaks: dict[str, float] = {}
         for name in ("extract", "normalize", "load"):
             method = getattr(pipeline, name)
 
             def timed(*a: Any, __m: Any = method, __n: str = name, **k: Any) -> Any:
                 counts[__n] = counts.get(__n, 0) + 1
                 step[0] = f"{__n} {counts[__n]}"
+                if args.tracemalloc:
+                    tracemalloc.reset_peak()
                 try:
                     return __m(*a, **k)
                 finally:
                     if args.tracemalloc:
+                        python_peaks[step[0]] = tracemalloc.get_traced_memory()[1] / 2**20
                         snapshots.append((step[0], tracemalloc.take_snapshot()))
                     pool = pyarrow.default_memory_pool()
                     if args.trim:
@@ -201,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         arrow = native.get(name)
         pool = f"  arrow {arrow[0]}: {arrow[1]:.1f} MB held, {arrow[2]:.1f} MB at most" if arrow else ""
         held = f"  DuckDB files open: {open_files[name]}" if open_files.get(name) else ""
-        print(f"  {name:<20} peak RSS {peaks[name]:7.1f} MB{pool}{held}")
+        python = f"  Python peak {python_peaks[name]:.1f} MB" if name in python_peaks else ""
+        print(f"  {name:<20} peak RSS {peaks[name]:7.1f} MB{pool}{held}{python}")
         if name in trims:
             at_end, glibc, arrow_pool = trims[name]
             print(
