@@ -21,8 +21,8 @@ install: $(STAMP) ## Create .venv with the pinned dependencies
 run: $(STAMP) ## Simulator -> pipeline -> commbox.duckdb -> views -> SLA summary
 	$(BIN)/commbox-etl demo
 
-test: $(STAMP) ## Run the test-suite (simulator over loopback, DuckDB, PostgreSQL if installed)
-	$(BIN)/pytest
+test: $(STAMP) ## Run the test-suite (simulator over loopback, DuckDB, PostgreSQL if installed), one worker per core (up to 4)
+	$(BIN)/pytest -n auto --maxprocesses=4
 
 test-faults: $(STAMP) ## Run only the fault-injection suite
 	$(BIN)/pytest -m faults
