@@ -17,6 +17,7 @@ import pytest
 
 from pipelines.commbox import commbox_source
 from pipelines.commbox.config import parse_moment
+from pipelines.commbox.tables import TABLE_COLUMNS
 from pipelines.ops.runner import preferred_file_format
 from pipelines.ops.versions import VERSIONED_TABLES, keep_newest
 from tests.helpers import assert_equals_truth, load, make_test_pipeline, query, source_settings
@@ -180,3 +181,25 @@ def test_a_tie_on_updated_at_loses_no_message(sim, destination, tmp_path):
     finish(backfill)
     assert query(scheduled, f"select updated_at from objects where object_id = {object_id}") == [(updated,)]
     assert_newest_only(scheduled, sim)
+
+
+@pytest.mark.parametrize("email_first", [True, False], ids=["email-first", "email-last"])
+def test_the_merge_keeps_the_identity_row_that_knows_the_email(destination, tmp_path, email_first):
+    """One identity twice in a load (two conversations of one customer, one showing the e-mail
+    address): whichever comes first, the merge keeps the row with the address, on both engines."""
+    rows = [
+        {"identity_id": 77, "user_id": 5, "first_name": "Dana", "stream_provider_email": "dana@example.com"},
+        {"identity_id": 77, "user_id": 5, "first_name": "Dana", "stream_provider_email": None},
+    ]
+    identities = dlt.resource(
+        rows if email_first else rows[::-1],
+        name="user_identities",
+        columns=TABLE_COLUMNS["user_identities"],
+        primary_key="identity_id",
+        write_disposition="merge",
+    )
+    pipeline = make_test_pipeline(tmp_path, destination=destination)
+    pipeline.run(identities)
+    assert query(pipeline, "select identity_id, stream_provider_email from user_identities") == [
+        (77, "dana@example.com")
+    ]

@@ -238,3 +238,36 @@ def test_manager_identity_as_string_and_team_list():
         {"id": 520760, "identityId": "2192427", "team": "2343,2445,4342", "permissionId": 5}, Warnings()
     )
     assert (row["identity_id"], row["team_ids"], row["is_bot"]) == (2192427, "2343,2445,4342", True)
+
+
+def test_an_identity_named_with_and_without_its_email_keeps_the_email():
+    """The customer's identity in the conversation's `user` block has no e-mail address; the same
+    identity as the sender of the customer's messages has one: the bundle keeps one row, with it."""
+    raw = {
+        "objectId": 9,
+        "streamId": 3,
+        "createdTime": "2024-03-01T10:00:00Z",
+        "updatedTime": "2024-03-01T10:05:00Z",
+        "user": {"id": 5, "identity": {"identityId": 77, "streamProviderId": "p-1", "firstName": "Dana"}},
+        "childs": [
+            {
+                "id": 1,
+                "createdTime": "2024-03-01T10:00:00Z",
+                "user": {
+                    "id": 5,
+                    "isManager": False,
+                    "identity": {"identityId": 77, "streamProviderEmail": "dana@example.com"},
+                },
+            }
+        ],
+    }
+    bundle = object_bundle(raw, 3, Warnings())
+    assert bundle["identities"] == [
+        {
+            "identity_id": 77,
+            "user_id": 5,
+            "stream_provider_id": "p-1",
+            "first_name": "Dana",
+            "stream_provider_email": "dana@example.com",
+        }
+    ]

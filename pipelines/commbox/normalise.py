@@ -170,7 +170,7 @@ def object_bundle(raw: Mapping[str, Any], stream_id: int, warnings: Warnings) ->
             childs.append(child_row)
         if ident is not None:
             identities.append(ident)
-    bundle = {"object": row, "childs": childs, "users": users, "identities": identities}
+    bundle = {"object": row, "childs": childs, "users": users, "identities": coalesce_identities(identities)}
     if activity_log is not None:
         # The list's activity log (includeActivityLog) is read by activity_paths.py: not an objects column.
         bundle["activity_log"] = activity_log
@@ -232,6 +232,26 @@ def user_row(raw: Mapping[str, Any], warnings: Warnings) -> Row | None:
     if identities is not None:
         row["identities"] = identities
     return row
+
+
+def coalesce_identities(rows: list[Row]) -> list[Row]:
+    """One row per identity, each field its first non-null value among `rows`.
+
+    A conversation names its customer's identity twice: in its `user` block, without the e-mail
+    address, and as the sender of the customer's messages, with it. Loaded as two rows of one key,
+    the merge kept either one (on PostgreSQL a different one from load to load), so an identity's
+    e-mail address came and went; merged here it is kept whenever the conversation shows it."""
+    merged: dict[Any, Row] = {}
+    for row in rows:
+        key = row["identity_id"]
+        if key not in merged:
+            merged[key] = dict(row)
+            continue
+        kept = merged[key]
+        for name, value in row.items():
+            if kept.get(name) is None and value is not None:
+                kept[name] = value
+    return list(merged.values())
 
 
 def identity_row(raw: Mapping[str, Any], user_id: int | None, warnings: Warnings) -> Row | None:

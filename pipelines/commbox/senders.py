@@ -22,7 +22,7 @@ from typing import Any
 
 from .client import OPTIONAL_ENDPOINT_ERRORS, CommBoxClient, NotFound
 from .coerce import Warnings, as_list
-from .normalise import child_bundle
+from .normalise import child_bundle, coalesce_identities
 from .settings import STREAM_OBJECT
 
 SENDER_COLUMNS = ("is_manager", "manager_id", "user_id", "identity_id")
@@ -96,6 +96,7 @@ def apply_senders(
         identity = found.get("identity")
         if identity is not None:
             bundle.setdefault("identities", []).append(identity)
+    bundle["identities"] = coalesce_identities(bundle.get("identities", []))
     if unknown:
         warnings["childs: sender side unknown after Get Object, left NULL"] += unknown
 

@@ -142,7 +142,9 @@ TABLE_COLUMNS: dict[str, dict[str, dict[str, Any]]] = {
         user_id=BIGINT,
         stream_provider_id=TEXT,
         stream_provider_type=BIGINT,
-        stream_provider_email=TEXT,
+        # One identity seen in several conversations of a load: the merge keeps the row that knows
+        # the e-mail address (NULLs sort last ascending on DuckDB and PostgreSQL), not any one.
+        stream_provider_email={**TEXT, "dedup_sort": "asc"},
         first_name=TEXT,
         last_name=TEXT,
     ),
