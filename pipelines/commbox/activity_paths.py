@@ -67,6 +67,8 @@ MAX_SAMPLES = 20
 CHECK_CHUNK = SAMPLE_SIZE + 1
 # How long a verdict is recalled by later runs (each of which still re-checks one conversation).
 REMEMBER_SECONDS = 86400
+# How long a batch waits for another one's re-check of a recalled path before reading per type.
+RECHECK_WAIT_SECONDS = 30.0
 
 Row = dict[str, Any]
 Ref = dict[str, Any]
@@ -124,6 +126,10 @@ class ActivityPaths:
         self._state: dict[str, Any] | None = None
         self._recheck = False
         self._rechecked_types: set[int] = set()
+        # A recalled path is used only once this run's re-check has borne it out: batches running
+        # meanwhile read per type (a path that no longer holds must not load a single row).
+        self._provisional = False
+        self._recheck_done = threading.Condition()
 
     def recall(self, state: dict[str, Any]) -> None:
         """Take the verdict an earlier run or slice of this account kept in `state` (the source
@@ -140,7 +146,7 @@ class ActivityPaths:
             return
         if memory.get("path") in CHEAPER and memory.get("account") == self._account and fresh and covers:
             self.chosen = memory["path"]
-            self._recheck = True
+            self._recheck = self._provisional = True
             logger.info(
                 "activities: %s, as an earlier run verified; re-checking one", DESCRIPTIONS[self.chosen]
             )
@@ -178,12 +184,20 @@ class ActivityPaths:
             pending.sort(key=lambda ref: -_log_length(ref))
         while pending:
             path = self.chosen
-            if path in CHEAPER and self._claim_recheck():
-                ref, pending = pending[0], pending[1:]
-                expected = self.per_type(ref)
-                rows.extend(expected)
-                self._recheck_with(path, ref, expected)
-                continue
+            if path in CHEAPER and self._provisional:
+                if self._claim_recheck():
+                    ref, pending = pending[0], pending[1:]
+                    expected = self.per_type(ref)
+                    rows.extend(expected)
+                    self._recheck_with(path, ref, expected)
+                    continue
+                # Another batch is re-checking the recalled path (a request or two): wait for its
+                # verdict, or for the turn to re-check one of these; the documented way if it is slow.
+                if self._wait_for_recheck(path):
+                    continue
+                answers = fan_out(lambda ref, _: self.per_type(ref), pending)
+                rows.extend(row for found in answers for row in found)
+                break
             if path is not None:
                 answers = fan_out(lambda ref, _, path=path: self._read(ref, path), pending)
                 rows.extend(row for found in answers for row in found)
@@ -247,6 +261,14 @@ class ActivityPaths:
         return list(rows.values())
 
     # ------------------------------------------------------------------ checking
+    def _wait_for_recheck(self, path: str) -> bool:
+        """Wait while another batch re-checks `path`; False if that took over `RECHECK_WAIT_SECONDS`."""
+        with self._recheck_done:
+            return self._recheck_done.wait_for(
+                lambda: not (self.chosen == path and self._provisional and not self._recheck),
+                timeout=RECHECK_WAIT_SECONDS,
+            )
+
     def _claim_recheck(self) -> bool:
         with self._lock:
             claimed, self._recheck = self._recheck, False
@@ -265,6 +287,9 @@ class ActivityPaths:
             # Until the re-checked conversations showed every configured type: an answer cut to
             # its newest item agrees on a conversation with one activity.
             self._recheck = self.chosen == path and not set(self.types) <= self._rechecked_types
+            self._provisional = self._recheck
+        with self._recheck_done:
+            self._recheck_done.notify_all()
 
     def _check(self, chunk: list[Ref], answers: list[list[Row]], fan_out: FanOut) -> None:
         """Compare the cheaper paths with the per-type rows of the chunk's conversations that have
