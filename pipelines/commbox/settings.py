@@ -8,7 +8,7 @@ DEFAULT_BASE_URL = "https://api.commbox.io"
 DEFAULT_RAW_DATASET = "commbox_raw"
 DEFAULT_PIPELINE_NAME = "commbox"
 DEFAULT_DUCKDB_FILE = "commbox.duckdb"
-DUCKDB_MEMORY_LIMIT = "64MB"
+DUCKDB_MEMORY_LIMIT = "256MB"
 
 # Endpoints, as in the vendor's OpenAPI description (read side only).
 SYSTEM_STATUS = "/core/systemstatus"
