@@ -23,7 +23,7 @@ configured type after `MAX_SAMPLES` agreeing conversations is given up (inconclu
 
 A verdict for a cheaper path is kept in the source state (`activity_path`: the path, the types it
 was shown for, when, and a digest of the base URL) and recalled by the next run or checkpoint slice
-of the same account within `REMEMBER_SECONDS`, so a small incremental run does not pay the whole
+of the same account within `client.REMEMBER_SECONDS` (24 hours), so a small incremental run does not pay the whole
 check again: it re-checks a conversation that has activities (`per_type` beside the remembered
 path), more only until those re-checked showed every configured type, and goes back to checking
 from scratch if one differs.
@@ -31,15 +31,13 @@ from scratch if one differs.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .client import BadRequest, CommBoxClient, NotFound
+from .client import BadRequest, CommBoxClient, NotFound, account_memory, recall_memory
 from .coerce import Warnings, as_list
 from .config import SourceSettings
 from .normalise import activity_rows
@@ -65,8 +63,6 @@ MAX_SAMPLES = 20
 # spare. Each costs a request per type that the chosen path would not have sent, so a small change
 # (30 conversations) pays 8 for the check; the list's log is compared on every one of them.
 CHECK_CHUNK = SAMPLE_SIZE + 1
-# How long a verdict is recalled by later runs (each of which still re-checks one conversation).
-REMEMBER_SECONDS = 86400
 # How long a batch waits for another one's re-check of a recalled path before reading per type.
 RECHECK_WAIT_SECONDS = 30.0
 
@@ -120,7 +116,7 @@ class ActivityPaths:
         self.chosen: str | None = None
         if settings.activity_paths == PER_TYPE or not self.types:
             self.chosen = PER_TYPE
-        self._account = hashlib.sha256(settings.base_url.rstrip("/").lower().encode()).hexdigest()[:16]
+        self._base_url = settings.base_url
         # The source state the verdict is kept in (`recall`), and whether a recalled verdict still
         # waits for this run's one-conversation re-check.
         self._state: dict[str, Any] | None = None
@@ -136,15 +132,14 @@ class ActivityPaths:
         state, where this run keeps its own), when it is recent and covers the configured types;
         the first conversation with activities re-checks it."""
         self._state = state
-        memory = state.get("activity_path")
-        if self.chosen is not None or not isinstance(memory, dict):
+        memory = recall_memory(state.get("activity_path"), self._base_url)
+        if self.chosen is not None or memory is None:
             return
         try:
-            fresh = abs(time.time() - float(memory["at"])) <= REMEMBER_SECONDS
             covers = set(self.types) <= {int(t) for t in memory["types"]}
         except (KeyError, TypeError, ValueError):
             return
-        if memory.get("path") in CHEAPER and memory.get("account") == self._account and fresh and covers:
+        if memory.get("path") in CHEAPER and covers:
             self.chosen = memory["path"]
             self._recheck = self._provisional = True
             logger.info(
@@ -398,12 +393,9 @@ class ActivityPaths:
                     self.chosen = name
                     message = "activities: %s gave the per-type rows; using it for the rest of the run"
                     if self._state is not None:
-                        self._state["activity_path"] = {
-                            "path": name,
-                            "types": sorted(self.types),
-                            "at": round(time.time(), 3),
-                            "account": self._account,
-                        }
+                        self._state["activity_path"] = account_memory(
+                            {"path": name, "types": sorted(self.types)}, self._base_url
+                        )
                 elif candidate.agreed >= MAX_SAMPLES:
                     candidate.out = True  # inconclusive: some configured type never showed up
                     logger.info(

@@ -496,18 +496,16 @@ class RequestBudget:
         self._slots.release()
 
 
-def pace_memory(learnt: dict[str, float] | None, base_url: str) -> dict[str, Any] | None:
-    """What a run keeps of `RequestBudget.learnt()` for the next run of its pipeline: the bracket,
-    when it was learnt (Unix seconds) and which account it belongs to (a digest of the base URL:
-    a pipeline pointed at another account must not start from this one's rate)."""
-    if not learnt:
-        return None
-    return {**learnt, "at": round(time.time(), 3), "account": _account_digest(base_url)}
+def account_memory(values: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """`values` as a run keeps them for the next runs of its pipeline (in its source state): with
+    when (Unix seconds) and which account (a digest of the base URL: a pipeline pointed at another
+    account must not start from this one's findings). Read back with `recall_memory`."""
+    return {**values, "at": round(time.time(), 3), "account": _account_digest(base_url)}
 
 
-def recalled_pace(memory: Any, base_url: str) -> dict[str, float] | None:
-    """The bracket a `pace_memory` holds, for `RequestBudget.resume`, when it belongs to the account
-    at `base_url` and is at most `REMEMBER_SECONDS` old; None otherwise (learn afresh)."""
+def recall_memory(memory: Any, base_url: str) -> dict[str, Any] | None:
+    """An `account_memory` when it belongs to the account at `base_url` and is at most
+    `REMEMBER_SECONDS` old; None otherwise (find out afresh)."""
     if not isinstance(memory, dict) or memory.get("account") != _account_digest(base_url):
         return None
     try:
@@ -515,6 +513,20 @@ def recalled_pace(memory: Any, base_url: str) -> dict[str, float] | None:
     except (KeyError, TypeError, ValueError):
         return None
     if abs(age) > REMEMBER_SECONDS:  # (a state written on another host's clock may be ahead)
+        return None
+    return memory
+
+
+def pace_memory(learnt: dict[str, float] | None, base_url: str) -> dict[str, Any] | None:
+    """What a run keeps of `RequestBudget.learnt()` for the next run of its pipeline."""
+    return account_memory(learnt, base_url) if learnt else None
+
+
+def recalled_pace(memory: Any, base_url: str) -> dict[str, float] | None:
+    """The bracket a `pace_memory` holds, for `RequestBudget.resume`, when it is this account's and
+    recent; None otherwise (learn afresh)."""
+    memory = recall_memory(memory, base_url)
+    if memory is None:
         return None
     return {key: memory[key] for key in ("floor", "ceiling", "burst") if key in memory}
 
