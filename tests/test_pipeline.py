@@ -7,7 +7,9 @@ from collections import Counter
 
 import pytest
 
+from pipelines.commbox import walker
 from pipelines.commbox.config import ConfigError
+from pipelines.commbox.windows import WindowReader
 from pipelines.ops.runner import make_pipeline, run_pipeline
 from tests.helpers import (
     assert_equals_truth,
@@ -110,6 +112,32 @@ def test_snapshots_are_read_every_run_with_max_age_zero(sim, tmp_path):
     sim.reset_stats()
     load(pipeline, sim, advance=60, snapshot_max_age_seconds=0)
     assert sim.stats()["requests"]["managers"] == 1
+
+
+def test_windows_handed_over_in_parts_still_equal_truth(profile_sim, tmp_path, monkeypatch):
+    """Split windows handed over once 15 conversations are found (`WindowReader.read_prefix`, as a
+    burst past MAX_WINDOW_ITEMS is; pages of 10 make windows split), over real HTTP on every
+    profile: nothing lost or doubled, also in a later run after changes."""
+    monkeypatch.setattr(walker, "MAX_WINDOW_ITEMS", 15)
+    handed_over_early = []
+    read_prefix = WindowReader.read_prefix
+
+    def watched(self, start, end, mode, enough=None):
+        items, covered = read_prefix(self, start, end, mode, enough)
+        if covered < end:
+            handed_over_early.append(len(items))
+        return items, covered
+
+    monkeypatch.setattr(WindowReader, "read_prefix", watched)
+    sim = profile_sim
+    pipeline = make_test_pipeline(tmp_path)
+    load(pipeline, sim, page_size=10)
+    assert handed_over_early
+    assert_equals_truth(pipeline, sim)
+    assert duplicate_keys(pipeline) == {}
+    sim.mutate(bulk=120, messages=20)
+    load(pipeline, sim, page_size=10)
+    assert_equals_truth(pipeline, sim)
 
 
 def test_mutations_on_old_conversations_are_seen(profile_sim, tmp_path):
