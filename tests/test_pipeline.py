@@ -89,6 +89,30 @@ def test_a_run_without_change_sends_one_list_call_per_stream_window_and_nothing_
     assert requests == {"objects": summary.windows}
 
 
+def test_a_run_without_change_after_a_busy_hour_costs_one_list_call_per_stream(sim, tmp_path):
+    """As on a real schedule: changes spread over the look-back hour, a run that loads them, then,
+    the server's clock having moved by real time only, a run that finds nothing new. Its look-back
+    window still lists the hour's conversations, more per stream than the run-local cap check
+    (`CapTracker`) lets pass unsplit when it has seen no answer yet; what earlier runs saw the
+    account return must spare that split."""
+    pipeline = make_test_pipeline(tmp_path)
+    load(pipeline, sim)
+    for _ in range(12):
+        sim.mutate(messages=6)
+        sim.clock.advance(60)
+    load(pipeline, sim)
+    streams = len(sim.truth.streams())
+    lookback = sim.truth.objects()
+    hour_start = max(o["updated_at"] for o in lookback).timestamp() - 3600
+    per_stream = Counter(o["stream_id"] for o in lookback if o["updated_at"].timestamp() >= hour_start)
+    assert max(per_stream.values()) >= 10  # the cap check's least suspect count (MIN_SUSPECT_COUNT)
+    time.sleep(1)  # the server's clock runs with real time here: no jump between these two runs
+    sim.reset_stats()
+    summary = load(pipeline, sim, advance=0)
+    assert summary.conversations == 0
+    assert sim.stats()["requests"] == {"objects": streams}
+
+
 def test_snapshots_are_read_again_once_older_than_their_max_age(sim, tmp_path):
     # The age is measured on the server's clock as this machine estimates it (its own clock plus
     # the skew the last run measured): the simulator's clock runs with real time here, so real

@@ -251,6 +251,24 @@ def test_a_hole_is_recorded_passed_re_read_first_and_closed_once_whole():
     assert hole_rows(batches[1:]) == []
 
 
+def test_a_cap_below_page_size_is_still_found_by_a_run_that_remembers_the_largest_count():
+    """The next run starts from the most objects one list call returned (`largest_listed`), so an
+    answer below it is not split again; an answer at a cap below pageSize still reaches it."""
+    account = FakeAccount(window_cap=60)
+    for n in range(150):
+        account.add(STREAM, T0 + 100 + n * 10)
+    state: dict[str, Any] = {}
+    first, _ = walk(account, state, NOW)
+    assert sorted(loaded(first)) == sorted(account.truth(STREAM, T0, NOW - MARGIN))
+    assert state["largest_listed"] == 60
+    for n in range(150):
+        account.add(STREAM, NOW + 100 + n * 10)
+
+    later, _ = walk(account, state, NOW + 3 * 3600)
+
+    assert sorted(loaded(later)) == sorted(account.truth(STREAM, NOW, NOW + 3 * 3600 - MARGIN))
+
+
 def test_re_reading_a_hole_loads_only_what_it_had_missed():
     account = capped_account()
     state: dict[str, Any] = {}

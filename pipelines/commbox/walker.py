@@ -36,7 +36,8 @@ class StreamWalker:
     The state (a dict dlt persists with the load, `None` for a backfill) holds:
     `cursor` — unix seconds up to which windows are closed; `mode` — `updated` or `created`, which
     datetime windows filter on; `seen` — object id → [`updatedTime` marker, epoch used for pruning]
-    for conversations inside the re-read horizon, so re-reading the lookback loads nothing twice.
+    for conversations inside the re-read horizon, so re-reading the lookback loads nothing twice;
+    `largest_listed` — the most objects one list call has returned on this account (`CapTracker`).
     """
 
     def __init__(
@@ -71,6 +72,12 @@ class StreamWalker:
         # `now` came from this machine's clock and the skew a previous run measured, not from the
         # server: the walk checks it against the server's first answer (`_settle_clock`).
         self.now_is_estimate = now_is_estimate
+        # A count the account has returned is no cap (`CapTracker`): without this, every run's first
+        # look-back window holding MIN_SUSPECT_COUNT or more would be split again to show it whole,
+        # two list calls more for a run that finds no change (measured: 8 list calls for 4 streams).
+        remembered = int((state or {}).get("largest_listed") or 0)
+        caps = reader.caps
+        caps.largest = max(caps.largest, min(remembered, caps.page_size))
 
     def _initial_mode(self) -> str:
         configured = self.settings.time_filter_mode
@@ -319,6 +326,7 @@ class StreamWalker:
         self.state["cursor"] = cursor
         self.state["cursor_at"] = _iso(cursor)
         self.state["mode"] = mode
+        self.state["largest_listed"] = self.reader.caps.largest
         # Conversations found in an open hole stay known until it is filled: the hole lies before
         # the horizon, and re-reading it must not load them again.
         holes = [(int(start), int(hole["end"])) for start, hole in self.holes.items()]
