@@ -119,3 +119,40 @@ def _stale_objects(pipeline: Any) -> set[int]:
     """Conversations with more than one version in `objects`."""
     rows = query(pipeline, "select object_id from objects group by object_id having count(*) > 1")
     return {row[0] for row in rows}
+
+
+def test_the_views_are_built_with_settings_of_their_own_and_the_loads_come_back(duckdb_file, tmp_path):
+    """At 100,000 conversations the models ran out of memory under the load's limit with DuckDB's
+    default threads (bench/README.md, "Findings: memory"): they get one thread under a larger limit,
+    and the connection has the load's settings again afterwards."""
+    from pipelines.commbox.settings import DUCKDB_VIEWS_MEMORY_LIMIT, DUCKDB_VIEWS_THREADS
+    from pipelines.reporting.views import _duckdb_views_settings
+
+    pipeline = make_pipeline(destination="duckdb", pipelines_dir=str(tmp_path / "p"))
+    with pipeline.sql_client() as client:
+        load_settings = _settings(client)
+        assert load_settings[0] == _as_duckdb_says(memory_limit=DUCKDB_GLOBAL_CONFIG["memory_limit"])[0]
+        with _duckdb_views_settings(client, "duckdb"):
+            assert _settings(client) == _as_duckdb_says(
+                memory_limit=DUCKDB_VIEWS_MEMORY_LIMIT, threads=DUCKDB_VIEWS_THREADS
+            )
+        assert _settings(client) == load_settings
+        # another warehouse's dialect: nothing is set
+        with _duckdb_views_settings(client, "postgres") as applied:
+            assert applied == {}
+
+
+def test_the_views_keep_the_memory_settings_the_user_chose(duckdb_file, tmp_path, monkeypatch):
+    from pipelines.reporting.views import _duckdb_views_settings
+
+    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG", '{"memory_limit": "1GB"}')
+    pipeline = make_pipeline(destination="duckdb", pipelines_dir=str(tmp_path / "p"))
+    with pipeline.sql_client() as client:
+        chosen = _settings(client)
+        with _duckdb_views_settings(client, "duckdb") as applied:
+            assert applied == {}
+            assert _settings(client) == chosen
+
+
+def _settings(client: Any) -> tuple[Any, ...]:
+    return tuple(client.execute_sql("select current_setting('memory_limit'), current_setting('threads')")[0])

@@ -8,7 +8,13 @@ DEFAULT_BASE_URL = "https://api.commbox.io"
 DEFAULT_RAW_DATASET = "commbox_raw"
 DEFAULT_PIPELINE_NAME = "commbox"
 DEFAULT_DUCKDB_FILE = "commbox.duckdb"
-DUCKDB_MEMORY_LIMIT = "256MB"
+# DuckDB's memory ceiling on the connections that load and clean up (bench/README.md, "Findings: memory").
+DUCKDB_MEMORY_LIMIT = "64MB"
+# The reporting models are built with settings of their own: their joins and windows over every
+# conversation ran out of memory at 100,000 conversations under the load's 64 MB (and at 128 MB with
+# DuckDB's default threads), where one thread under this limit builds them.
+DUCKDB_VIEWS_MEMORY_LIMIT = "128MB"
+DUCKDB_VIEWS_THREADS = 1
 
 # Endpoints, as in the vendor's OpenAPI description (read side only).
 SYSTEM_STATUS = "/core/systemstatus"
@@ -39,6 +45,10 @@ DEFAULT_START_DAYS_AGO = 30
 # A long load commits a checkpoint (a completed load with its state) every so many conversations, so
 # a failure loses at most the slice in flight and data shows up while the load runs.
 DEFAULT_CHECKPOINT_CONVERSATIONS = 5000
+# Windows are handed to dlt together until they hold this many conversations: every item costs dlt
+# a schema computation per table (about a millisecond for an arrow table), and a window can hold one
+# conversation. Still small enough for the fan-out to start within a few list calls.
+BATCH_CONVERSATIONS = 500
 # Managers, stream statistics and availability change on their own schedule: read again hourly (and
 # on the first run), not on every run of a schedule that may run every few minutes.
 DEFAULT_SNAPSHOT_MAX_AGE_SECONDS = 3600

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from functools import cache, lru_cache
 from pathlib import Path
@@ -36,6 +37,7 @@ import sqlglot
 from sqlglot import exp
 
 from ..commbox.config import ConfigError
+from ..commbox.settings import DUCKDB_MEMORY_LIMIT, DUCKDB_VIEWS_MEMORY_LIMIT, DUCKDB_VIEWS_THREADS
 from .templates import (
     LAYERS,  # noqa: F401 (re-exported: the model layout, read from here by older callers)
     PORTABLE_FUNCTIONS,
@@ -326,6 +328,40 @@ def check_buildable(pipeline: Any) -> None:
         raise ConfigError(f"views: cannot be built on {name} ({error}); run with --no-views") from None
 
 
+# What the models are created with on DuckDB, where the pipeline's own load settings are in force
+# (`memory_limit` = `DUCKDB_MEMORY_LIMIT`, DuckDB's default threads): the tables over every
+# conversation need more working memory than a load, and each DuckDB thread holds its own share of a
+# join or window, so one thread under a somewhat larger limit builds them where the default threads
+# under the load's limit ran out of memory (bench/README.md, "Findings: memory"). A user whose
+# `global_config` sets either setting has chosen for the machine: the views keep those settings.
+DUCKDB_VIEWS_SETTINGS: dict[str, Any] = {
+    "memory_limit": DUCKDB_VIEWS_MEMORY_LIMIT,
+    "threads": DUCKDB_VIEWS_THREADS,
+}
+
+
+@contextmanager
+def _duckdb_views_settings(client: Any, dialect: str) -> Iterator[dict[str, Any]]:
+    """Apply `DUCKDB_VIEWS_SETTINGS` to the DuckDB database `client` is connected to while the models
+    are created, and put back what was there after (the settings are the database's, shared by any
+    other connection to it). Yields the settings applied: none on other warehouses, none when the
+    connection's `global_config` sets them otherwise than the pipeline does."""
+    configured = dict(getattr(getattr(client, "credentials", None), "global_config", None) or {})
+    own = (
+        configured.get("memory_limit", DUCKDB_MEMORY_LIMIT) == DUCKDB_MEMORY_LIMIT
+        and "threads" not in configured
+    )
+    applied = dict(DUCKDB_VIEWS_SETTINGS) if dialect == "duckdb" and own else {}
+    before = {key: client.execute_sql(f"select current_setting('{key}')")[0][0] for key in applied}
+    for key, value in applied.items():
+        client.execute_sql(f"set {key} = '{value}'")
+    try:
+        yield applied
+    finally:
+        for key, value in before.items():
+            client.execute_sql(f"set {key} = '{value}'")
+
+
 def build_views(
     pipeline: Any,
     *,
@@ -373,7 +409,7 @@ def build_views(
     kinds = materializations()
     # BigQuery's DROP takes no CASCADE; dropping in reverse creation order needs none anyway.
     cascade = "" if dialect == "bigquery" else " cascade"
-    with pipeline.sql_client() as client:
+    with pipeline.sql_client() as client, _duckdb_views_settings(client, dialect):
         client.execute_sql(f"create schema if not exists {schema}")
         existing = {name: columns[""] for name, columns in _table_columns(client, dialect, schema).items()}
         for name, _ in reversed(views):
