@@ -40,10 +40,12 @@ from .activity_paths import ActivityPaths
 from .client import OPTIONAL_ENDPOINT_ERRORS, CommBoxClient, NotFound, pace_memory
 from .coerce import Warnings, as_list, to_int
 from .config import SETTINGS_SIGNATURE, SourceConfig, SourceSettings, source_config
+from .items import items_of
 from .normalise import BadRecord, manager_row, transcript_row
 from .pii import Pseudonymiser, no_scrub
 from .senders import apply_senders, disagrees_with_first_response, fetch_senders, needs_sender
 from .settings import (
+    BATCH_CONVERSATIONS,
     MANAGERS,
     OBJECT_TRANSCRIPT,
     STATS_SLA_EXCEPTIONS,
@@ -291,7 +293,14 @@ def _conversations(context: RunContext) -> Iterator[TDataItem]:
             checkpoint_due=checkpoint_due,
             now_is_estimate=estimated,
         )
-        for batch in walker.walk():
+        batch: list[dict[str, Any]] = []
+        for window in walker.walk():
+            batch.extend(window)
+            if len(batch) >= BATCH_CONVERSATIONS:
+                _fill_senders(batch, context)
+                yield batch
+                batch = []
+        if batch:
             _fill_senders(batch, context)
             yield batch
         context.holes[stream_id] = walker.open_holes
@@ -374,29 +383,33 @@ def version_of(row: dict[str, Any]) -> datetime:
     return row.get("updated_at") or row.get("created_at") or VERSION_FLOOR
 
 
-def _objects(bundles: TDataItem) -> TDataItem:
-    return [
+def _objects(bundles: TDataItem) -> Iterator[TDataItem]:
+    rows = [
         _compact({**bundle["object"], "updated_at": version_of(bundle["object"])}, "objects")
         for bundle in bundles
         if "object" in bundle
     ]
+    yield from items_of(rows, "objects")
 
 
-def _childs(bundles: TDataItem) -> TDataItem:
-    return [
+def _childs(bundles: TDataItem) -> Iterator[TDataItem]:
+    rows = [
         _compact({**row, "object_updated_at": version_of(bundle["object"])}, "childs")
         for bundle in bundles
         if "object" in bundle
         for row in bundle.get("childs", ())
     ]
+    yield from items_of(rows, "childs")
 
 
-def _users(bundles: TDataItem) -> TDataItem:
-    return [_compact(row, "users") for bundle in bundles for row in bundle.get("users", ())]
+def _users(bundles: TDataItem) -> Iterator[TDataItem]:
+    rows = [_compact(row, "users") for bundle in bundles for row in bundle.get("users", ())]
+    yield from items_of(rows, "users")
 
 
-def _user_identities(bundles: TDataItem) -> TDataItem:
-    return [_compact(row, "user_identities") for bundle in bundles for row in bundle.get("identities", ())]
+def _user_identities(bundles: TDataItem) -> Iterator[TDataItem]:
+    rows = [_compact(row, "user_identities") for bundle in bundles for row in bundle.get("identities", ())]
+    yield from items_of(rows, "user_identities")
 
 
 def _bad_records(bundles: TDataItem) -> TDataItem:
@@ -448,15 +461,16 @@ def _activity_row(row: dict[str, Any], ref: TDataItem) -> dict[str, Any]:
     return _compact(row, "activities")
 
 
-def _transcripts(refs: TDataItem, context: RunContext) -> TDataItem:
+def _transcripts(refs: TDataItem, context: RunContext) -> Iterator[TDataItem]:
     """Each conversation's transcript, fetched on the run's pool (one request per conversation)."""
-    return [row for row in context.fan_out(_transcript_of, refs) if row is not None]
+    rows = [row for row in context.fan_out(_transcript_of, refs) if row is not None]
+    yield from items_of(rows, "transcripts")
 
 
-def _activities(refs: TDataItem, context: RunContext) -> TDataItem:
+def _activities(refs: TDataItem, context: RunContext) -> Iterator[TDataItem]:
     """Each conversation's activities, fetched on the run's pool: one request per configured type,
     or a cheaper path once this run has shown it gives the same rows (activity_paths.py)."""
-    return context.activity_paths.read(refs, context.fan_out)
+    yield from items_of(context.activity_paths.read(refs, context.fan_out), "activities")
 
 
 def _managers(context: RunContext) -> Iterator[TDataItem]:
@@ -533,6 +547,15 @@ def _transformer(fn: Any, name: str, parent: DltResource, **hints: Any) -> Any:
 
 
 MERGE = "merge"
+# The primary key of each table the conversations give (see MERGE below for the versioned ones).
+PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
+    "objects": ("object_id", "updated_at"),
+    "childs": ("child_id", VERSION_COLUMN),
+    "users": ("user_id",),
+    "user_identities": ("identity_id",),
+    "transcripts": ("object_id", VERSION_COLUMN),
+    "activities": ("activity_id", VERSION_COLUMN),
+}
 # Versioned tables merge on (entity, version): loading a version twice replaces its rows, two reads
 # of one version keep the union of their rows, and older versions are deleted after the load by
 # `pipelines.ops.versions.keep_newest`, never by the merge (a late older read must not replace a newer one).
@@ -612,23 +635,25 @@ def source_for(context: RunContext) -> Any:
             _objects,
             "objects",
             conversations,
-            primary_key=("object_id", "updated_at"),
+            primary_key=PRIMARY_KEYS["objects"],
             write_disposition=MERGE,
         ),
         _transformer(
             _childs,
             "childs",
             conversations,
-            primary_key=("child_id", VERSION_COLUMN),
+            primary_key=PRIMARY_KEYS["childs"],
             write_disposition=MERGE,
             legacy_merge_key=True,
         ),
-        _transformer(_users, "users", conversations, primary_key="user_id", write_disposition=MERGE),
+        _transformer(
+            _users, "users", conversations, primary_key=PRIMARY_KEYS["users"], write_disposition=MERGE
+        ),
         _transformer(
             _user_identities,
             "user_identities",
             conversations,
-            primary_key="identity_id",
+            primary_key=PRIMARY_KEYS["user_identities"],
             write_disposition=MERGE,
         ),
         _transformer(
@@ -645,7 +670,7 @@ def source_for(context: RunContext) -> Any:
                 _transcripts,
                 "transcripts",
                 refs,
-                primary_key=("object_id", VERSION_COLUMN),
+                primary_key=PRIMARY_KEYS["transcripts"],
                 write_disposition=MERGE,
                 parallelized=True,
             )(context=context)
@@ -656,7 +681,7 @@ def source_for(context: RunContext) -> Any:
                 _activities,
                 "activities",
                 refs,
-                primary_key=("activity_id", VERSION_COLUMN),
+                primary_key=PRIMARY_KEYS["activities"],
                 write_disposition=MERGE,
                 parallelized=True,
                 legacy_merge_key=True,
