@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from pipelines.commbox import walker
+from pipelines.commbox import snapshot_is_due, walker
 from pipelines.commbox.config import ConfigError
 from pipelines.commbox.windows import WindowReader
 from pipelines.ops.runner import make_pipeline, run_pipeline
@@ -128,6 +128,26 @@ def test_snapshots_are_read_again_once_older_than_their_max_age(sim, tmp_path):
     assert requests["stats_streams"] == 1
     assert requests["availability"] == len(sim.truth.streams())
     assert query(pipeline, "select max(observed_at) from streams")[0][0] > first
+
+
+@pytest.mark.parametrize(
+    ("age", "max_age", "due"),
+    [
+        (None, 3600, True),  # never read
+        (3599.2, 3600, True),  # the next hourly run, started a moment early
+        (3300, 3600, True),  # at most five minutes early
+        (3299, 3600, False),
+        (54, 60, True),  # a tenth early
+        (53, 60, False),
+        (0, 0, True),
+    ],
+)
+def test_a_scheduled_run_a_little_early_still_reads_the_snapshot(age, max_age, due):
+    # Runs scheduled max_age apart start a little more or less than that apart; one that came a
+    # second early used to leave the snapshot to the run after, so an hourly schedule read it every
+    # other hour.
+    now = 1_800_000_000.0
+    assert snapshot_is_due(None if age is None else now - age, now, max_age) is due
 
 
 def test_snapshots_are_read_every_run_with_max_age_zero(sim, tmp_path):

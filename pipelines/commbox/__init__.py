@@ -169,8 +169,7 @@ class RunContext:
                 snapshot = state.setdefault("snapshot", {})
                 now = self.client.estimated_now(state.get("clock_skew_seconds"))[0].timestamp()
                 at = snapshot.get("at")
-                max_age = self.settings.snapshot_max_age_seconds
-                self._snapshot_due = at is None or max_age == 0 or now - float(at) >= max_age
+                self._snapshot_due = snapshot_is_due(at, now, self.settings.snapshot_max_age_seconds)
                 if self._snapshot_due:
                     snapshot["at"] = now
             return self._snapshot_due
@@ -227,6 +226,22 @@ class RunContext:
             if self._sla_rows is None:
                 self._sla_rows = _sla_exception_rows(self.client)
             return self._sla_rows
+
+
+# How much sooner than `snapshot_max_age_seconds` a snapshot is read again, as a share of it (at
+# most SNAPSHOT_EARLY_SECONDS): runs scheduled that far apart start a little more or a little less
+# than that apart, and one that came a second early would leave the snapshot for the run after.
+SNAPSHOT_EARLY_SHARE = 0.1
+SNAPSHOT_EARLY_SECONDS = 300.0
+
+
+def snapshot_is_due(at: float | None, now: float, max_age: float) -> bool:
+    """Whether a snapshot last read at `at` (unix seconds, None: never) is read again at `now`:
+    always with `max_age` 0, else once it is `max_age` old less a little slack (see
+    SNAPSHOT_EARLY_SHARE), so an hourly schedule reads it hourly, not every other hour."""
+    if at is None or max_age == 0:
+        return True
+    return now - float(at) >= max_age - min(max_age * SNAPSHOT_EARLY_SHARE, SNAPSHOT_EARLY_SECONDS)
 
 
 def _sla_exception_rows(client: CommBoxClient) -> list[dict[str, Any]]:
