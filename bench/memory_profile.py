@@ -104,6 +104,19 @@ def main(argv: list[str] | None = None) -> int:
         help="after each step, give freed memory back (malloc_trim, arrow's pool) and say how much it was",
     )
     parser.add_argument(
+        "--no-give-back",
+        action="store_true",
+        help="leave freed memory with glibc and arrow between steps (the runner's give_back_memory off)",
+    )
+    parser.add_argument(
+        "--checkpoint", type=int, help="conversations per checkpoint slice (default: the pipeline's)"
+    )
+    parser.add_argument(
+        "--views",
+        action="store_true",
+        help="then build the reporting views as a run does (SLA tables, newest wins, models): step `views`",
+    )
+    parser.add_argument(
         "--statements",
         action="store_true",
         help="also the peak RSS of each SQL statement the destination runs",
@@ -132,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
 
             runner.duckdb_credentials = with_extra  # type: ignore[assignment]
 
+        if args.checkpoint is not None:
+            spec["source"]["checkpoint_conversations"] = args.checkpoint
+        if args.no_give_back:
+            runner.give_back_memory = lambda: None  # type: ignore[assignment]
         pipeline = make_pipeline(destination="duckdb", pipelines_dir=str(workdir / "pipelines"))
         step = ["start"]
         peaks: dict[str, float] = {}
@@ -198,10 +215,25 @@ def main(argv: list[str] | None = None) -> int:
         began = time.perf_counter()
         summary = run_pipeline(pipeline, build_views=False, source_overrides=spec["source"])
         wall = time.perf_counter() - began
+        if args.views:
+            from pipelines.ops.runner import build_reporting_views
+
+            step[0] = "views"
+            build_reporting_views(pipeline)
+            step[0] = "after views"
         done.set()
         sampler.join()
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     print(
         f"{args.conversations} conversations, {wall:.1f} s, {summary.requests} requests, rows {summary.rows}"
+    )
+    # As `make bench` measures a run (its process's ru_maxrss), and the CPU it took (the simulator's
+    # is its own process's).
+    print(
+        f"peak RSS {usage.ru_maxrss / 1024:.0f} MB (ru_maxrss), highest sampled {max(peaks.values()):.0f} MB, "
+        f"CPU {usage.ru_utime + usage.ru_stime:.1f} s"
     )
     for name in order:
         arrow = native.get(name)
