@@ -262,10 +262,42 @@ def test_answers_fed_to_a_real_budget_count_in_its_bracket(tmp_path, clock):
         pass
     for n in range(40):
         other.answered(noise, clock.monotonic() - 2.0 + n * 0.05)
+    # `other` was alone and unpaced when it last looked at the file: it writes its answers when it
+    # looks again, at most ALONE_SECONDS later.
+    clock.sleep(shared_module.ALONE_SECONDS)
+    other.acquire(noise)
     with learner:
         pass
     assert len(learner._answers) == 40
     assert len(learner._starts) == 2 + 40  # its own two, and the others' as the account's use
+
+
+def _logged(path: Path) -> int:
+    """How many entries the file's log has taken."""
+    return json.loads(path.read_bytes()[: shared_module.HEADER_BYTES])["next"]
+
+
+def test_alone_and_unpaced_a_process_writes_its_answers_once_an_interval_not_per_request(tmp_path, clock):
+    path = tmp_path / "b.bin"
+    alone, free = shared(path, clock), Listener()
+    for _ in range(100):
+        alone.answered(free, alone.acquire(free))
+    assert _logged(path) == 0  # one look at the file, at the first request: nobody else there
+    clock.sleep(shared_module.ALONE_SECONDS)
+    alone.acquire(free)
+    assert _logged(path) == 100  # nothing lost: written with the next look
+
+
+@pytest.mark.parametrize("pace", [0.0, 10.0])
+def test_a_process_alone_honours_a_newcomers_pause_from_its_next_look(tmp_path, clock, pace):
+    path = tmp_path / "b.bin"
+    first, newcomer = shared(path, clock), shared(path, clock)
+    listener = Listener(pace=pace)
+    first.acquire(listener)
+    paused_at = clock.monotonic()
+    newcomer.throttled(Listener(), 3.0, newcomer.acquire(Listener()))
+    clock.sleep(shared_module.ALONE_SECONDS)
+    assert first.acquire(listener) >= paused_at + 3.0 - shared_module.EARLY_SECONDS
 
 
 def test_a_newcomer_skips_the_history_and_old_pauses(tmp_path, clock):
@@ -289,15 +321,20 @@ def test_the_log_is_compacted_and_readers_follow(tmp_path, clock, monkeypatch):
     path = tmp_path / "b.bin"
     writer, reader = shared(path, clock), shared(path, clock)
     noise, heard = Listener(), Listener()
-    reader.acquire(heard)
+
+    def read() -> None:
+        clock.sleep(shared_module.ALONE_SECONDS)  # the reader was alone at its first look
+        reader.acquire(heard)
+
+    read()
     for n in range(50):
         writer.answered(noise, float(n))
-    reader.acquire(heard)
+    read()
     for n in range(50, 200):
         writer.answered(noise, float(n))
         if n % 20 == 0:
-            reader.acquire(heard)
-    reader.acquire(heard)
+            read()
+    read()
     assert heard.answers == [float(n) for n in range(200)]
     entries = (path.stat().st_size - shared_module.HEADER_BYTES) // shared_module.ENTRY.size
     assert entries <= 64
