@@ -46,6 +46,7 @@ from .pii import Pseudonymiser, no_scrub
 from .senders import apply_senders, disagrees_with_first_response, fetch_senders, needs_sender
 from .settings import (
     BATCH_CONVERSATIONS,
+    FIRST_BATCH_CONVERSATIONS,
     MANAGERS,
     OBJECT_TRANSCRIPT,
     STATS_SLA_EXCEPTIONS,
@@ -281,6 +282,8 @@ def _conversations(context: RunContext) -> Iterator[TDataItem]:
             done = sum(p.get("conversations", 0) for p in context.progress.values())
             return done >= settings.checkpoint_conversations
 
+    # Windows go to dlt together (see BATCH_CONVERSATIONS), the first ones soon: the fan-out waits for them.
+    batch_size = FIRST_BATCH_CONVERSATIONS
     context.activity_paths.selected = "activities" in dlt.current.source().selected_resources
     context.activity_paths.recall(source_state)
     for stream_id in context.stream_ids():
@@ -311,10 +314,11 @@ def _conversations(context: RunContext) -> Iterator[TDataItem]:
         batch: list[dict[str, Any]] = []
         for window in walker.walk():
             batch.extend(window)
-            if len(batch) >= BATCH_CONVERSATIONS:
+            if len(batch) >= batch_size:
                 _fill_senders(batch, context)
                 yield batch
                 batch = []
+                batch_size = min(batch_size * 2, BATCH_CONVERSATIONS)
         if batch:
             _fill_senders(batch, context)
             yield batch

@@ -47,7 +47,10 @@ DEFAULT_START_DAYS_AGO = 30
 DEFAULT_CHECKPOINT_CONVERSATIONS = 5000
 # Windows are handed to dlt together until they hold this many conversations: every item costs dlt
 # a schema computation per table (about a millisecond for an arrow table), and a window can hold one
-# conversation. Still small enough for the fan-out to start within a few list calls.
+# conversation. The first batch of a slice holds FIRST_BATCH_CONVERSATIONS, each next one twice the
+# one before: the fan-out waits for the first, and a run's first windows are slow to list (at 500
+# the fan-out of scenario 1 started 1.5 s late).
+FIRST_BATCH_CONVERSATIONS = 25
 BATCH_CONVERSATIONS = 500
 # Managers, stream statistics and availability change on their own schedule: read again hourly (and
 # on the first run), not on every run of a schedule that may run every few minutes.
