@@ -161,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.statements:
             _watch_statements(in_flight, statement_peaks, step)
 
+        at_peak: list[Any] = [0.0, "", None]
+
         def sample() -> None:
             while not done.is_set():
                 rss = _rss_mb()
@@ -170,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
                 for key in list(in_flight.values()):
                     if key in statement_peaks:
                         statement_peaks[key][1] = max(statement_peaks[key][1], rss)
+                if args.tracemalloc:
+                    # What Python holds at the highest point of the run (the snapshot taken when
+                    # the traced memory is 5 MB over the last one's): the end of a step misses it.
+                    traced = tracemalloc.get_traced_memory()[0] / 2**20
+                    if traced > at_peak[0] + 5:
+                        at_peak[:] = [traced, step[0], tracemalloc.take_snapshot()]
                 time.sleep(0.02)
 
         import pyarrow
@@ -252,6 +260,12 @@ def main(argv: list[str] | None = None) -> int:
         ranked = sorted(statement_peaks.items(), key=lambda kv: kv[1][1], reverse=True)
         for key, (before, top, after) in ranked[:30]:
             print(f"  {before:6.0f} {top:6.0f} {after:6.0f}  {key}")
+    if at_peak[2] is not None:
+        print(f"\n== Python allocations at the run's highest ({at_peak[0]:.1f} MB traced, in {at_peak[1]})")
+        for stat in at_peak[2].statistics("traceback")[:6]:
+            print(f"  {stat.size / 2**20:7.1f} MB {stat.count:>8}")
+            for line in stat.traceback.format()[-8:]:
+                print("      " + line)
     loads = [(name, snap) for name, snap in snapshots if name.startswith("load")]
     if loads:
         name, snap = loads[0]
