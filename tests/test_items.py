@@ -133,3 +133,18 @@ def test_a_table_loaded_from_arrow_items_equals_the_table_loaded_from_plain_rows
 def test_outside_an_extract_rows_stay_plain():
     rows = _rows("childs", "declared columns only")
     assert list(items_of(rows, "childs")) == [rows]
+
+
+@pytest.mark.parametrize("sparse_first", [True, False])
+def test_a_customer_shown_with_and_without_details_keeps_the_details(sparse_first, destination, tmp_path):
+    # The list's variant A shows a conversation's customer by id only; another conversation in the
+    # same load shows the whole block. The merge keeps one row per user: before, whichever came first
+    # in the load's files, so loading the same range twice gave different tables.
+    full = {name: _value(column["data_type"], 1) for name, column in TABLE_COLUMNS["users"].items()}
+    sparse = {name: None for name in TABLE_COLUMNS["users"]} | {"user_id": full["user_id"]}
+    full["content__vip"] = "yes"  # undeclared: a plain row, in another file than the arrow table
+    pipeline = destination(tmp_path, "users")
+    _load(pipeline, "users", [sparse, full] if sparse_first else [full, sparse], as_items=True)
+    assert query(pipeline, "select user_id, unique_id, email, content__vip from users") == [
+        (full["user_id"], full["unique_id"], full["email"], "yes")
+    ]
