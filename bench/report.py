@@ -433,6 +433,10 @@ def render(results: dict[str, Any]) -> str:
             "",
             "## 4. Scale (no fan-out)",
             "",
+            "The run's peak RSS is the pipeline's (extract, normalize, load, newest wins) at every size;"
+            " at the middle size the reporting views are then built and read in a process of their own"
+            " (scenario 5), whose peak is given below the table.",
+            "",
             "| conversations | wall s | requests | × minimum | objects rows/s | childs rows/s | peak RSS MB | CPU s | loaded / truth |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
@@ -448,6 +452,12 @@ def render(results: dict[str, Any]) -> str:
                 f"{rows['objects'] / r['wall_seconds']:,.0f} | {rows['childs'] / r['wall_seconds']:,.0f} | {r['peak_rss_mb']:.0f} | "
                 f"{r['cpu_seconds']:.1f} | {rows['objects']:,} / {d['truth']['objects']:,} objects, {rows['childs']:,} / {d['truth']['childs']:,} childs{'' if complete else ' ✗'} |"
             )
+        for n in sorted(s4, key=int):
+            if s4[n]["run"].get("views_peak_rss_mb"):
+                lines += [
+                    "",
+                    f"Building and reading the views on the {int(n):,}-conversation warehouse: peak RSS {s4[n]['run']['views_peak_rss_mb']:.0f} MB.",
+                ]
     s6 = results.get("scenario6")
     if s6:
         lines += [
