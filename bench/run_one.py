@@ -125,7 +125,10 @@ def _time_views(pipeline: Any, donor: str | None = None) -> dict[str, Any]:
         "empty_tables": borrowed,
     }
     marts = [name for name in built if str(name).split(".")[-1].startswith(("fct_", "agg_", "dim_"))]
-    with pipeline.sql_client() as client:
+    from pipelines.reporting.views import reading_views
+
+    # As the report reads them: the marts are views, read under the settings they were built with.
+    with reading_views(pipeline) as client:
         for name in marts:
             qualified = name if "." in str(name) else f"commbox_reporting.{name}"
             timings = []

@@ -142,6 +142,19 @@ def test_the_views_are_built_with_settings_of_their_own_and_the_loads_come_back(
             assert applied == {}
 
 
+def test_the_marts_are_read_with_the_settings_they_were_built_with(duckdb_file, tmp_path):
+    # Most marts are views: reading one runs its query over every conversation, which under the
+    # load's limit ran out of memory at 100,000 conversations (`make bench`, scenario 5).
+    from pipelines.commbox.settings import DUCKDB_VIEWS_MEMORY_LIMIT, DUCKDB_VIEWS_THREADS
+    from pipelines.reporting.views import reading_views
+
+    pipeline = make_pipeline(destination="duckdb", pipelines_dir=str(tmp_path / "p"))
+    with reading_views(pipeline) as client:
+        assert _settings(client) == _as_duckdb_says(
+            memory_limit=DUCKDB_VIEWS_MEMORY_LIMIT, threads=DUCKDB_VIEWS_THREADS
+        )
+
+
 def test_the_views_keep_the_memory_settings_the_user_chose(duckdb_file, tmp_path, monkeypatch):
     from pipelines.reporting.views import _duckdb_views_settings
 

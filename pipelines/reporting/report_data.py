@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from .views import reading_views
+
 REPORTING_SCHEMA = "commbox_reporting"
 RECONCILIATION_VIEW = "fct_first_response_reconciliation"
 # The first-response clocks that have a response time: stopped by a reply, and not undetermined (an
@@ -508,7 +510,7 @@ def collect_figures(
     if days < 1:
         raise ValueError("days must be at least 1")
     configured = configured_channel_names() if names is None else dict(names)
-    with pipeline.sql_client() as client:
+    with reading_views(pipeline) as client:
         (last,) = rows(client, f"select max(local_date) as d from {schema}.agg_sla_attainment_daily")
         (params,) = rows(client, f"select max(as_of_at) as a from {schema}.int_build_params")
         as_of = as_utc(params["a"])

@@ -362,6 +362,15 @@ def _duckdb_views_settings(client: Any, dialect: str) -> Iterator[dict[str, Any]
             client.execute_sql(f"set {key} = '{value}'")
 
 
+@contextmanager
+def reading_views(pipeline: Any) -> Iterator[Any]:
+    """A client on the pipeline's warehouse with the models' DuckDB settings (`DUCKDB_VIEWS_SETTINGS`)
+    while it is open: most models are views over every conversation, so reading one runs its query,
+    which under the load's limit ran out of memory at 100,000 conversations (`make bench`)."""
+    with pipeline.sql_client() as client, _duckdb_views_settings(client, _destination_dialect(pipeline)):
+        yield client
+
+
 def build_views(
     pipeline: Any,
     *,
