@@ -280,12 +280,23 @@ def _logged(path: Path) -> int:
 def test_alone_and_unpaced_a_process_writes_its_answers_once_an_interval_not_per_request(tmp_path, clock):
     path = tmp_path / "b.bin"
     alone, free = shared(path, clock), Listener()
+    alone.acquire(free)
+    clock.sleep(shared_module.ALONE_AFTER_SECONDS)  # alone that long: it skips the file from here
+    alone.acquire(free)
     for _ in range(100):
         alone.answered(free, alone.acquire(free))
-    assert _logged(path) == 0  # one look at the file, at the first request: nobody else there
+    assert _logged(path) == 0  # nobody else there
     clock.sleep(shared_module.ALONE_SECONDS)
     alone.acquire(free)
     assert _logged(path) == 100  # nothing lost: written with the next look
+
+
+def test_processes_started_together_look_at_the_file_on_every_request(tmp_path, clock):
+    path = tmp_path / "b.bin"
+    first, free = shared(path, clock), Listener()
+    for _ in range(20):
+        first.answered(free, first.acquire(free))
+    assert _logged(path) == 20  # alone for less than ALONE_AFTER_SECONDS: every answer written at once
 
 
 @pytest.mark.parametrize("pace", [0.0, 10.0])
@@ -295,6 +306,8 @@ def test_a_process_alone_honours_a_newcomers_pause_at_its_next_request(tmp_path,
     path = tmp_path / "b.bin"
     first, newcomer = shared(path, clock), shared(path, clock)
     listener = Listener(pace=pace)
+    first.acquire(listener)
+    clock.sleep(shared_module.ALONE_AFTER_SECONDS)
     first.acquire(listener)
     paused_at = clock.monotonic()
     newcomer.acquire(Listener())

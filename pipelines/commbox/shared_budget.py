@@ -77,6 +77,9 @@ EARLY_SECONDS = 0.001  # a start due within this goes now
 # without it). Without the stat, processes starting together met half again as many 429s: the
 # first one went on unpaced for up to this long after another's 429.
 ALONE_SECONDS = 0.02
+# ... and only once it has been alone this long: processes started together (a cron run and
+# backfills, the tests' three at once) still met more 429s while the first of them skipped the file.
+ALONE_AFTER_SECONDS = MEMBER_SECONDS
 # A 429 is learnt from once every request sent before it has been answered (its answer says how
 # much of the burst the account had spent), or after this long: a 429 comes back at once, the
 # answers to the requests sent just before it can take longer, and with several processes many
@@ -199,6 +202,7 @@ class SharedBudget:
         # Until when requests skip the file: the last look found this member alone, nobody paced
         # and no pause (see ALONE_SECONDS).
         self._alone_until = 0.0
+        self._alone_since: float | None = None  # since when every look found this member alone
         self._written: tuple[int, int] | None = (
             None  # the file's (mtime, size) after this member's last write
         )
@@ -364,7 +368,12 @@ class SharedBudget:
                     and header["paused_until"] <= now
                     and members.keys() == {self._member}
                 )
-                self._alone_until = now + ALONE_SECONDS if alone else 0.0
+                if not alone:
+                    self._alone_since = None
+                elif self._alone_since is None:
+                    self._alone_since = now
+                settled = alone and now - (self._alone_since or now) >= ALONE_AFTER_SECONDS
+                self._alone_until = now + ALONE_SECONDS if settled else 0.0
                 self.members = max(self.members, sum(1 for value in members.values() if not _left(value)))
                 yield header
                 if not leaving and self._member in header["members"]:
