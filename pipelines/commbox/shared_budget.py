@@ -203,9 +203,8 @@ class SharedBudget:
         # and no pause (see ALONE_SECONDS).
         self._alone_until = 0.0
         self._alone_since: float | None = None  # since when every look found this member alone
-        self._written: tuple[int, int] | None = (
-            None  # the file's (mtime, size) after this member's last write
-        )
+        # The file's (mtime, size) after this member's last write: another's write changes them.
+        self._written: tuple[int, int] | None = None
         self._fd: int | None = None
         # What this process learnt of the account, for the run summary and `status`.
         self.account_pace = 0.0

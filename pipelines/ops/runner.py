@@ -480,15 +480,20 @@ def _source_config(overrides: dict[str, Any]) -> SourceConfig:
 
 
 @functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's `malloc_trim`, or None where the C library is not glibc (musl, macOS)."""
+def _libc() -> Any:
+    """The C library, for glibc's `malloc_trim` and `mallopt`; None where it cannot be loaded."""
     import ctypes
     import ctypes.util
 
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim  # type: ignore[no-any-return]
-    except (OSError, AttributeError):
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
         return None
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's `malloc_trim`, or None where the C library is not glibc (musl, macOS)."""
+    return getattr(_libc(), "malloc_trim", None)
 
 
 # glibc's `mallopt` parameter for the size from which a block is its own mapping, returned to the
@@ -507,14 +512,8 @@ def fix_mmap_threshold() -> bool:
     run's peak RSS was 405 MB with the moving threshold and 374 MB with it fixed (bench/README.md,
     "Findings: memory"). Setting it turns the adjustment off. Returns whether glibc took it.
     """
-    import ctypes
-    import ctypes.util
-
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    mallopt = getattr(_libc(), "mallopt", None)
+    return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 
 def give_back_memory() -> None:
