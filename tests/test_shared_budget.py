@@ -410,6 +410,9 @@ CHILD = textwrap.dedent(
 )
 
 
+LEARNING_429S = 2  # per process, to find a limit nobody knows
+
+
 def run_processes(sim, tmp_path: Path, budget: str, **settings) -> list[dict]:
     """One process per stream, started together (as the Airflow DAG's earlier per-stream tasks
     ran; now a cron run and backfills beside it)."""
@@ -482,13 +485,16 @@ def test_without_sharing_the_same_processes_exceed_it(sim_factory, tmp_path):
 
 
 def test_parallel_processes_find_an_unknown_limit_together(sim_factory, tmp_path):
-    sim = sim_factory(conversations=90, streams=3, rate_limit_rps=25, rate_limit_burst=10)
+    sim = sim_factory(conversations=200, streams=3, rate_limit_rps=25, rate_limit_burst=10)
     sim.clock.advance(600)
     sim.reset_stats()
     results = run_processes(sim, tmp_path, str(tmp_path / "budgets"))
     stats = sim.stats()
     assert {i for r in results for i in r["ids"]} == {o["object_id"] for o in sim.truth.objects()}
-    assert stats["throttled"] / stats["total_requests"] <= 0.03, stats
+    # Finding a limit nobody knows costs each process a 429 or two whatever the run's length (2 to 7
+    # in 20 runs of 90 conversations, 3 to 8 of 200 with both cores busy); past that, at most the 2%
+    # issue 15 allows. A share alone was a coin toss on a short run.
+    assert stats["throttled"] <= LEARNING_429S * len(results) + 0.02 * stats["total_requests"], stats
     # Each run reports the pace it found (which keeps moving as the others finish and it probes).
     assert all(r["limit_rps"] > 0 and r["achieved_rps"] > 0 for r in results), results
 
