@@ -369,3 +369,19 @@ def test_a_second_that_cannot_be_read_whole_is_a_hole_filled_by_a_later_run(sim_
     assert query(pipeline, "select count(*) from holes where is_open") == [(0,)]
     state = pipeline.state["sources"]["commbox"]["resources"]["conversations"]["streams"]
     assert all(not stream.get("holes") for stream in state.values())
+
+
+def test_a_customer_keeps_their_details_when_a_later_load_names_them_by_id_only(profile_sim, tmp_path):
+    # Some conversations name their customer by id alone (the list's variant B, Get Object's nested
+    # form); a later load in which only such a conversation changed must not blank the details an
+    # earlier load stored.
+    sim = profile_sim
+    pipeline = make_test_pipeline(tmp_path)
+    load(pipeline, sim)
+    profiles = {u["user_id"]: u for u in sim.truth.users()}
+    before = dict(query(pipeline, "select user_id, email from users where email is not null"))
+    assert before and all(profiles[user_id]["email"] == email for user_id, email in before.items())
+    sim.mutate(messages=len(profiles) * 2, status_changes=len(profiles))
+    load(pipeline, sim)
+    after = dict(query(pipeline, "select user_id, email from users"))
+    assert {user_id: after.get(user_id) for user_id in before} == before

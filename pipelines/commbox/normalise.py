@@ -148,7 +148,8 @@ def object_bundle(raw: Mapping[str, Any], stream_id: int, warnings: Warnings) ->
             row["user_id"] = user["user_id"]
             if user.get("is_manager") is None and row.get("is_manager") is not None:
                 user["is_manager"] = row["is_manager"]
-            users.append(user)
+            if names_more_than_the_id(user):
+                users.append(user)
             identity = user_raw.get("identity")
             if isinstance(identity, Mapping):
                 ident = identity_row(identity, user["user_id"], warnings)
@@ -211,6 +212,20 @@ def child_bundle(
     if row.get("is_manager") is None and row.get("manager_id"):
         row["is_manager"] = True
     return row, identity_out
+
+
+# What a conversation's `user` block gives even when it names the customer by id alone.
+ID_ONLY_USER_KEYS = frozenset({"user_id", "is_manager"})
+
+
+def names_more_than_the_id(user: Row) -> bool:
+    """Whether a `users` row says anything about the customer beyond who they are.
+
+    Some list items name their customer by id alone (the key-drifted shape, after the vendor's
+    variant B). `users` merges on `user_id` and a merge replaces whole rows, so such a row would
+    blank the details an earlier load stored; the conversation's own `user_id` says all it knows.
+    """
+    return any(value is not None for key, value in user.items() if key not in ID_ONLY_USER_KEYS)
 
 
 def user_row(raw: Mapping[str, Any], warnings: Warnings) -> Row | None:

@@ -123,8 +123,8 @@ TABLE_COLUMNS: dict[str, dict[str, dict[str, Any]]] = {
     ),
     "users": _columns(
         user_id=BIGINT,
-        # The list's variant A shows a customer by id only, Get Object and variant B the whole block:
-        # of one customer's rows in a load the merge keeps one that has the details (NULLs sort last
+        # A block naming the customer by id only gives no row (normalise.names_more_than_the_id); of
+        # one customer's rows in a load the merge keeps one with a unique id (NULLs sort last
         # ascending on DuckDB and PostgreSQL), not whichever of the load's files came first.
         unique_id={**TEXT, "dedup_sort": "asc"},
         phone1=TEXT,
