@@ -53,6 +53,99 @@ def _trim(pool: Any) -> tuple[float, float, float]:
     return at_end, glibc, _rss_mb()
 
 
+def _smaps() -> dict[str, float]:
+    """This process's RSS by mapping kind (MB): glibc's main heap, anonymous mappings (glibc's thread
+    arenas, large blocks, DuckDB's and arrow's allocators, thread stacks), and each file mapped (the
+    libraries' code and data, paged in as their code paths run)."""
+    kinds: dict[str, float] = {}
+    name = ""
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if not head:
+            continue
+        if "-" in head[0] and not head[0].endswith(":"):
+            path = head[5] if len(head) > 5 else ""
+            name = "[anonymous]" if not path else path if path.startswith("[") else Path(path).name
+        elif head[0] == "Rss:":
+            kinds[name] = kinds.get(name, 0.0) + int(head[1]) / 1024
+    kinds.update(_allocators())
+    return kinds
+
+
+def _allocators() -> dict[str, float]:
+    """What the allocators say they hold (MB), to tell the anonymous RSS apart: glibc's blocks in use
+    and free inside its heaps (`mallinfo2`, every arena), DuckDB's jemalloc resident pages."""
+    import ctypes
+
+    import duckdb
+
+    held: dict[str, float] = {}
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [
+            (f, ctypes.c_size_t)
+            for f in (
+                "arena",
+                "ordblks",
+                "smblks",
+                "hblks",
+                "hblkhd",
+                "usmblks",
+                "fsmblks",
+                "uordblks",
+                "fordblks",
+                "keepcost",
+            )
+        ]
+
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = MallInfo2
+        info = libc.mallinfo2()
+        held["=glibc in use"] = (info.uordblks + info.hblkhd) / 2**20
+        held["=glibc free"] = info.fordblks / 2**20
+    with contextlib.suppress(OSError, AttributeError):
+        lib = ctypes.CDLL(
+            duckdb.__file__.rsplit("/", 2)[0] + "/" + __import__("_duckdb").__file__.rsplit("/", 1)[1]
+        )
+        mallctl = lib.duckdb_je_mallctl
+        epoch, size, value = ctypes.c_uint64(1), ctypes.c_size_t(8), ctypes.c_size_t(0)
+        mallctl(b"epoch", None, None, ctypes.byref(epoch), ctypes.c_size_t(8))
+        mallctl(b"stats.resident", ctypes.byref(value), ctypes.byref(size), None, ctypes.c_size_t(0))
+        held["=duckdb jemalloc"] = value.value / 2**20
+    held.update(_pymalloc())
+    return held
+
+
+def _pymalloc() -> dict[str, float]:
+    """Python's small-object allocator (MB): its arenas mapped, and the bytes in live objects in
+    them. An arena goes back to the system only once every object in it is gone, so a step that made
+    millions of objects and kept a few leaves arenas mapped that tracemalloc does not count."""
+    import sys
+
+    with tempfile.TemporaryFile() as out:
+        saved = os.dup(2)
+        try:
+            os.dup2(out.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    held: dict[str, float] = {}
+    for line in text.splitlines():
+        label, _, value = line.rpartition("=")
+        value = value.strip().replace(",", "")
+        if not value.isdigit():
+            continue
+        if "arenas allocated current" in label:
+            held["=pymalloc arenas"] = float(int(value))  # 1 MiB each
+        elif "bytes in allocated blocks" in label:
+            held["=pymalloc live"] = int(value) / 2**20
+    return held
+
+
 def _watch_statements(in_flight: dict[int, str], peaks: dict[str, list[float]], step: list[str]) -> None:
     """Make the DuckDB SQL client publish each statement it runs in `in_flight` (the load runs jobs
     on several threads), so the sampler can attribute RSS to it; `peaks[key]` gets RSS before, the
@@ -121,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also the peak RSS of each SQL statement the destination runs",
     )
+    parser.add_argument(
+        "--smaps",
+        action="store_true",
+        help="RSS by mapping (heap, anonymous, each library) as each extract starts, and how it moved",
+    )
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="commbox-memory-"))
     with SimProcess(args.conversations) as sim:
@@ -187,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         open_files: dict[str, int] = {}
         native: dict[str, tuple[str, float, float]] = {}
         snapshots: list[tuple[str, Any]] = []
+        maps: list[tuple[str, dict[str, float]]] = []
         # The most memory Python objects held at once during each step (`--tracemalloc`): a peak of
         # short-lived objects leaves RSS up afterwards even though nothing stays alive.
         python_peaks: dict[str, float] = {}
@@ -196,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
             def timed(*a: Any, __m: Any = method, __n: str = name, **k: Any) -> Any:
                 counts[__n] = counts.get(__n, 0) + 1
                 step[0] = f"{__n} {counts[__n]}"
+                if args.smaps and __n == "extract":
+                    maps.append((step[0], _smaps()))
                 if args.tracemalloc:
                     tracemalloc.reset_peak()
                 try:
@@ -260,6 +361,22 @@ def main(argv: list[str] | None = None) -> int:
         ranked = sorted(statement_peaks.items(), key=lambda kv: kv[1][1], reverse=True)
         for key, (before, top, after) in ranked[:30]:
             print(f"  {before:6.0f} {top:6.0f} {after:6.0f}  {key}")
+    if maps:
+        maps.append(("end", _smaps()))
+        first = maps[0][1]
+        grown = sorted(
+            first.keys() | maps[-1][1].keys(), key=lambda k: first.get(k, 0) - maps[-1][1].get(k, 0)
+        )
+        shown = [
+            k for k in grown[:6] if maps[-1][1].get(k, 0) - first.get(k, 0) >= 1 and not k.startswith("=")
+        ]
+        shown += [k for k in first if k.startswith("=")]
+        print("\n== RSS by mapping as each extract starts (MB; the mappings that grew most)")
+        print(f"  {'':<12} {'total':>7} " + " ".join(f"{k[:16]:>16}" for k in shown))
+        for name, kinds in maps:
+            cells = " ".join(f"{kinds.get(k, 0):16.1f}" for k in shown)
+            total = sum(v for k, v in kinds.items() if not k.startswith("="))
+            print(f"  {name:<12} {total:7.1f} {cells}")
     if at_peak[2] is not None:
         print(f"\n== Python allocations at the run's highest ({at_peak[0]:.1f} MB traced, in {at_peak[1]})")
         for stat in at_peak[2].statistics("traceback")[:6]:
