@@ -68,6 +68,24 @@ def test_the_rate_holds_across_threads(clock):
     assert clock.monotonic() - begin >= 199 / 50 - 1e-6
 
 
+def test_a_sleep_that_oversleeps_costs_no_pace(clock, monkeypatch):
+    # A real sleep wakes a little late (timer slack, the GIL): each start a fraction of a millisecond
+    # behind its due time. Paced from the late start, the pace lost every delay (200 req/s sent 196).
+    monkeypatch.setattr(client_module.time, "sleep", lambda seconds: clock.sleep(seconds + 0.0003))
+    budget = RequestBudget(concurrency=4, rate=200)
+    moments = starts(budget, clock, 201)
+    assert moments[-1] - moments[0] <= 1.01  # 200 gaps of 1/200 s, within 1% (was 1.06 s)
+    # and keeping the schedule grants no burst: no two starts closer than the late one allows
+    assert min(gaps(moments)) >= 1 / 200 - client_module.LATE_START_SECONDS
+
+
+def test_a_start_long_after_its_due_time_grants_no_burst(clock):
+    budget = RequestBudget(concurrency=4, rate=20)
+    starts(budget, clock, 3)
+    clock.sleep(0.5)  # nothing to send for a while: ten starts' worth
+    assert min(gaps(starts(budget, clock, 5))) == pytest.approx(1 / 20)
+
+
 def test_concurrency_is_never_exceeded():
     budget = RequestBudget(concurrency=3, rate=0)
     lock = threading.Lock()

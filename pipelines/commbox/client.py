@@ -77,6 +77,7 @@ PROBE_PER_SECOND = 0.005  # past the ceiling
 # resumed bracket was learnt when it was lower. The rate is then found again, by the ramp.
 RELEARN_SECONDS = 10.0
 ADJUST_SECONDS = 0.25  # the pace changes at most this often
+LATE_START_SECONDS = 0.002  # a start this late still keeps the schedule (see RequestBudget.__enter__)
 USE_WINDOW_SECONDS = 1.0  # how much of its pace the run uses is counted over this long
 USE_STARTS = 10.0  # and over at least this many starts at the pace (fewer cannot tell 90% from 80%)
 RAMP_USED = 0.5  # the ramp grows only while the run sends at least this share of its pace
@@ -477,9 +478,12 @@ class RequestBudget:
                         if self._adaptive:
                             self._starts.append(now)
                             self._started += 1
-                        # Pacing from the later of the due start and now keeps a late start from
-                        # granting a burst; a start due within a millisecond goes now.
-                        self._next_start = max(now, self._next_start) + (
+                        # A start a little late (the sleep overslept, the thread waited for the
+                        # GIL) keeps its place in the schedule: paced from now, every such delay
+                        # was lost for good (a pace of 200 sent 196 a second). Later than that,
+                        # the schedule starts again from now: a late start grants no burst.
+                        due = self._next_start
+                        self._next_start = (due if now - due <= LATE_START_SECONDS else now) + (
                             1.0 / self._pace if self._pace else 0.0
                         )
                         break
