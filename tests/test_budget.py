@@ -201,6 +201,14 @@ def test_the_learnt_pace_reaches_the_server_rate_with_few_429s(rate):
     assert out.throttled_share <= 0.02
 
 
+def test_a_short_fresh_run_does_not_rest_on_the_ramps_floor():
+    # Scenario 2's accounts are sized for a ~75 s floor. The ramp's floor is loose by construction
+    # (89% of 200 req/s here, 75% with tokens taken 30 ms late): resting on it for the PAYBACK
+    # rule's 5-8 s cost more than the pause that creeping risks (92.4% and 87.5% before).
+    assert pace_model.run(200, seconds=75).share_of_rate >= 0.93
+    assert pace_model.run(200, seconds=75, jitter=0.03).share_of_rate >= 0.89
+
+
 @pytest.mark.parametrize("rate", [10, 50, 200])
 def test_5xx_on_top_do_not_slow_the_pace(rate):
     # 5% of the answers are 5xx: they took a token each, so at most 95% of the rate can be 2xx.
