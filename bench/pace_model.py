@@ -123,6 +123,8 @@ def run(
     learnt: dict[str, float] | None = None,
     jitter: float = 0.0,
     threads: int = 0,
+    stall_every: float = 0.0,
+    stall: float = 0.05,
 ) -> Outcome:
     """Send as fast as the budget lets for `seconds` of simulated time against a `rate` bucket
     (full at the start); with `learnt`, the budget first resumes what an earlier one learnt (the
@@ -130,7 +132,10 @@ def run(
     request's token after an exponential queueing delay of that mean, as a loaded server does: the
     send times the budget learns from then no longer say exactly when the tokens were taken.
     `threads` (default `concurrency`) are the workers: one waiting out a 5xx's back-off holds no
-    slot of the budget, but sends nothing meanwhile."""
+    slot of the budget, but sends nothing meanwhile. With `stall_every` (seconds), the server stops
+    taking requests for `stall` seconds that often (a loaded machine), then takes the ones that
+    queued meanwhile at once: its bucket holds only `burst` of the tokens the stall refilled, so the
+    rest are throttled at any pace."""
     clock = SimClock()
     saved = client_module.time
     client_module.time = SimpleNamespace(monotonic=clock.monotonic, sleep=clock.sleep, time=time.time)  # type: ignore[assignment]
@@ -141,6 +146,7 @@ def run(
         bucket = Bucket(rate, burst, stamp=clock.now)
         rng = random.Random(seed)
         end = clock.now + seconds
+        began = clock.now
         counts = {"ok": 0, "429": 0, "5xx": 0, "sent": 0}
         in_flight = 0
         backoff: list[float] = []  # when each request failed with a 5xx may go again
@@ -189,6 +195,8 @@ def run(
                 # The server takes the token when it gets to the request: at once, or (a loaded
                 # server) after a queueing delay; the answer comes `latency` after that.
                 delay = rng.expovariate(1.0 / jitter) if jitter else 0.0
+                if stall_every and (now + delay - began) % stall_every < stall:
+                    delay += stall - (now + delay - began) % stall_every
                 if delay:
                     clock.at(now + delay, lambda t=now: serve(t))
                 else:
@@ -220,6 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         "--jitter-ms", type=float, default=0.0, help="mean queueing delay before a token is taken"
     )
     parser.add_argument("--threads", type=int, default=0, help="workers (default: --concurrency)")
+    parser.add_argument(
+        "--stall-every", type=float, default=0.0, help="seconds between the server's stalls (default: none)"
+    )
+    parser.add_argument("--stall-ms", type=float, default=50.0, help="how long each stall lasts")
     args = parser.parse_args(argv)
     print(f"{'rate':>6} {'seconds':>7} {'2xx':>7} {'429':>5} {'5xx':>5} {'of rate':>8} {'429 share':>9}")
     for rate in (float(r) for r in args.rates.split(",")):
@@ -233,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
             headers=args.headers,
             jitter=args.jitter_ms / 1000,
             threads=args.threads,
+            stall_every=args.stall_every,
+            stall=args.stall_ms / 1000,
         )
         print(
             f"{rate:>6.0f} {out.seconds:>7.0f} {out.answered_2xx:>7} {out.throttled:>5} {out.failed_5xx:>5}"
