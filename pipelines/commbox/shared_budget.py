@@ -222,7 +222,7 @@ class SharedBudget:
         Before deciding, the other processes' new answers and 429s are fed to `budget`, and this
         process's pace is published; the schedule runs at the pace `_account_pace` picks.
         """
-        if budget.pace <= 0 and self._clock() < self._alone_until and self._unchanged():
+        if budget.pace <= 0 and self._skipping_file():
             return self._sending(self._clock())
         while True:
             booked = None
@@ -263,7 +263,7 @@ class SharedBudget:
         with self._pending_lock:
             self._answered(sent_at)
             self._pending.append((sent_at, 0.0, self._id))
-        if self._clock() < self._alone_until and self._unchanged():
+        if self._skipping_file():
             return  # nobody to tell yet: written with the next look at the file
         with self._state(budget):
             pass
@@ -284,6 +284,11 @@ class SharedBudget:
             if settled or self._clock() - heard >= SETTLE_SECONDS:
                 return
             self._sleep(SETTLE_POLL_SECONDS)
+
+    def _skipping_file(self) -> bool:
+        """Whether this request may skip the file: the last look found this member settled alone
+        (see ALONE_SECONDS), not long ago, and nobody wrote the file since."""
+        return self._clock() < self._alone_until and self._unchanged()
 
     def _unchanged(self) -> bool:
         """Whether nobody wrote the file since this member last did (its time and size)."""
