@@ -372,9 +372,9 @@ def test_a_second_that_cannot_be_read_whole_is_a_hole_filled_by_a_later_run(sim_
 
 
 def test_a_customer_keeps_their_details_when_a_later_load_names_them_by_id_only(profile_sim, tmp_path):
-    # Some conversations name their customer by id alone (the list's variant B, Get Object's nested
-    # form); a later load in which only such a conversation changed must not blank the details an
-    # earlier load stored.
+    # Some list items name their customer by id alone (the key-drifted shape; the default profile
+    # serves it, the documented one does not); a later load in which only such a conversation
+    # changed must not blank the details an earlier load stored.
     sim = profile_sim
     pipeline = make_test_pipeline(tmp_path)
     load(pipeline, sim)
