@@ -44,19 +44,22 @@ def _open_duckdb_files() -> int:
 def _trim(pool: Any) -> tuple[float, float, float]:
     """RSS now, after glibc gives its free pages back, and after arrow's pool gives back its own:
     how much of the RSS is memory freed but kept by an allocator rather than memory in use."""
-    import ctypes
+    from pipelines.ops.runner import _malloc_trim
 
     at_end = _rss_mb()
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
     glibc = _rss_mb()
     pool.release_unused()
     return at_end, glibc, _rss_mb()
 
 
-def _smaps() -> dict[str, float]:
+def _smaps() -> tuple[dict[str, float], dict[str, float]]:
     """This process's RSS by mapping kind (MB): glibc's main heap, anonymous mappings (glibc's thread
     arenas, large blocks, DuckDB's and arrow's allocators, thread stacks), and each file mapped (the
-    libraries' code and data, paged in as their code paths run)."""
+    libraries' code and data, paged in as their code paths run); and what the allocators say they
+    hold (`_allocators`), to tell the anonymous mappings apart."""
     kinds: dict[str, float] = {}
     name = ""
     for line in Path("/proc/self/smaps").read_text().splitlines():
@@ -68,8 +71,7 @@ def _smaps() -> dict[str, float]:
             name = "[anonymous]" if not path else path if path.startswith("[") else Path(path).name
         elif head[0] == "Rss:":
             kinds[name] = kinds.get(name, 0.0) + int(head[1]) / 1024
-    kinds.update(_allocators())
-    return kinds
+    return kinds, _allocators()
 
 
 def _allocators() -> dict[str, float]:
@@ -77,7 +79,7 @@ def _allocators() -> dict[str, float]:
     and free inside its heaps (`mallinfo2`, every arena), DuckDB's jemalloc resident pages."""
     import ctypes
 
-    import duckdb
+    from pipelines.ops.runner import _libc
 
     held: dict[str, float] = {}
 
@@ -98,21 +100,18 @@ def _allocators() -> dict[str, float]:
             )
         ]
 
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallinfo2.restype = MallInfo2
-        info = libc.mallinfo2()
-        held["=glibc in use"] = (info.uordblks + info.hblkhd) / 2**20
-        held["=glibc free"] = info.fordblks / 2**20
-    with contextlib.suppress(OSError, AttributeError):
-        lib = ctypes.CDLL(
-            duckdb.__file__.rsplit("/", 2)[0] + "/" + __import__("_duckdb").__file__.rsplit("/", 1)[1]
-        )
-        mallctl = lib.duckdb_je_mallctl
+    mallinfo2 = getattr(_libc(), "mallinfo2", None)
+    if mallinfo2 is not None:
+        mallinfo2.restype = MallInfo2
+        info = mallinfo2()
+        held["glibc in use"] = (info.uordblks + info.hblkhd) / 2**20
+        held["glibc free"] = info.fordblks / 2**20
+    with contextlib.suppress(OSError, AttributeError, ImportError):
+        mallctl = ctypes.CDLL(__import__("_duckdb").__file__).duckdb_je_mallctl
         epoch, size, value = ctypes.c_uint64(1), ctypes.c_size_t(8), ctypes.c_size_t(0)
         mallctl(b"epoch", None, None, ctypes.byref(epoch), ctypes.c_size_t(8))
         mallctl(b"stats.resident", ctypes.byref(value), ctypes.byref(size), None, ctypes.c_size_t(0))
-        held["=duckdb jemalloc"] = value.value / 2**20
+        held["duckdb jemalloc"] = value.value / 2**20
     held.update(_pymalloc())
     return held
 
@@ -140,9 +139,9 @@ def _pymalloc() -> dict[str, float]:
         if not value.isdigit():
             continue
         if "arenas allocated current" in label:
-            held["=pymalloc arenas"] = float(int(value))  # 1 MiB each
+            held["pymalloc arenas"] = float(int(value))  # 1 MiB each
         elif "bytes in allocated blocks" in label:
-            held["=pymalloc live"] = int(value) / 2**20
+            held["pymalloc live"] = int(value) / 2**20
     return held
 
 
@@ -285,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         open_files: dict[str, int] = {}
         native: dict[str, tuple[str, float, float]] = {}
         snapshots: list[tuple[str, Any]] = []
-        maps: list[tuple[str, dict[str, float]]] = []
+        maps: list[tuple[str, tuple[dict[str, float], dict[str, float]]]] = []
         # The most memory Python objects held at once during each step (`--tracemalloc`): a peak of
         # short-lived objects leaves RSS up afterwards even though nothing stays alive.
         python_peaks: dict[str, float] = {}
@@ -363,20 +362,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {before:6.0f} {top:6.0f} {after:6.0f}  {key}")
     if maps:
         maps.append(("end", _smaps()))
-        first = maps[0][1]
-        grown = sorted(
-            first.keys() | maps[-1][1].keys(), key=lambda k: first.get(k, 0) - maps[-1][1].get(k, 0)
+        (first, held), (last, _) = maps[0][1], maps[-1][1]
+        grown = sorted(first.keys() | last.keys(), key=lambda k: first.get(k, 0) - last.get(k, 0))
+        shown = [k for k in grown[:6] if last.get(k, 0) - first.get(k, 0) >= 1]
+        print(
+            "\n== RSS by mapping as each extract starts (MB; the mappings that grew most), and the allocators"
         )
-        shown = [
-            k for k in grown[:6] if maps[-1][1].get(k, 0) - first.get(k, 0) >= 1 and not k.startswith("=")
-        ]
-        shown += [k for k in first if k.startswith("=")]
-        print("\n== RSS by mapping as each extract starts (MB; the mappings that grew most)")
-        print(f"  {'':<12} {'total':>7} " + " ".join(f"{k[:16]:>16}" for k in shown))
-        for name, kinds in maps:
-            cells = " ".join(f"{kinds.get(k, 0):16.1f}" for k in shown)
-            total = sum(v for k, v in kinds.items() if not k.startswith("="))
-            print(f"  {name:<12} {total:7.1f} {cells}")
+        print(f"  {'':<12} {'total':>7} " + " ".join(f"{k[:16]:>16}" for k in [*shown, *held]))
+        for name, (kinds, allocators) in maps:
+            cells = [kinds.get(k, 0) for k in shown] + [allocators.get(k, 0) for k in held]
+            print(f"  {name:<12} {sum(kinds.values()):7.1f} " + " ".join(f"{c:16.1f}" for c in cells))
     if at_peak[2] is not None:
         print(f"\n== Python allocations at the run's highest ({at_peak[0]:.1f} MB traced, in {at_peak[1]})")
         for stat in at_peak[2].statistics("traceback")[:6]:
