@@ -11,11 +11,12 @@ outside the second. `provable()` states which is which.
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any
 
 import pytest
 
-from pipelines.commbox.client import BadRequest
+from pipelines.commbox.client import BadRequest, Envelope
 from pipelines.commbox.coerce import Warnings
 from pipelines.commbox.settings import MIN_NEGOTIATED_PAGE_SIZE, MODE_UPDATED, TIME_FILTER_SPELLINGS
 from pipelines.commbox.windows import CapTracker, WindowReader
@@ -332,3 +333,44 @@ def test_an_account_refusing_large_pages_keeps_its_timefilter():
 
     assert sorted(ids_of(found)) == sorted(old)
     assert TIME_FILTER_SPELLINGS[MODE_UPDATED][caps.time_filter[MODE_UPDATED]] is not None
+
+
+# ------------------------------------------------------------------------------------ memory held
+
+
+class _Listed(dict):
+    """A listed object that can be watched while it is alive (a plain dict cannot be)."""
+
+
+class _WatchedAccount(FakeAccount):
+    """Counts, as each list call comes in, how many objects its earlier answers handed out are
+    still alive in the reader."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handed: list[weakref.ref[_Listed]] = []
+        self.alive_at_each_call: list[int] = []
+
+    def get(self, path: str, params: dict[str, Any]) -> Envelope:
+        self.alive_at_each_call.append(sum(ref() is not None for ref in self.handed))
+        envelope = super().get(path, params)
+        items = [_Listed(item) for item in envelope.data]
+        self.handed.extend(weakref.ref(item) for item in items)
+        return Envelope(items, envelope.response_time, envelope.description)
+
+
+def test_a_split_window_holds_the_objects_it_keeps_and_one_page_not_a_page_per_level():
+    """5,000 conversations in an hour split six levels deep before a part fits a page. Before, each
+    level's full page stayed alive while its halves were read: a page of decoded objects per level
+    on top of what the prefix keeps (the extract's highest point, bench/README.md)."""
+    account = _WatchedAccount()
+    for n in range(5000):
+        account.add(STREAM, T0 + (n * 3600) // 5000)
+    reader = WindowReader(account, STREAM, caps=CapTracker(100), warnings=Warnings())
+    enough = 1000
+
+    found, _ = reader.read_prefix(T0, T0 + 3600, MODE_UPDATED, enough)
+
+    assert len(found) >= enough
+    # what the prefix keeps before its last call, and that call's own page
+    assert max(account.alive_at_each_call) <= enough + 100

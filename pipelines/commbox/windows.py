@@ -210,6 +210,10 @@ class WindowReader:
             self._keep(items, seen, unkeyed)
             return end
         if end - start > 1:
+            # The halves list these objects again: a full page kept while they are read would stack
+            # one page of decoded objects per level of the split (a 30-day window splits ten deep).
+            listed = len(items)
+            del items
             middle = (start + end) // 2
             before = len(seen)
             covered = self._read_into(start, middle, mode, seen, unkeyed, enough)
@@ -217,7 +221,7 @@ class WindowReader:
                 return covered
             covered = self._read_into(middle, end, mode, seen, unkeyed, enough)
             if covered == end:
-                self.caps.record_split(len(items), len(seen) - before)
+                self.caps.record_split(listed, len(seen) - before)
             return covered
         found: dict[Any, Any] = {}
         self._keep(items, found, unkeyed)
