@@ -15,7 +15,7 @@ import pytest
 from pipelines.commbox.coerce import Warnings
 from pipelines.commbox.config import SourceSettings, validate
 from pipelines.commbox.settings import MODE_CREATED, MODE_UPDATED
-from pipelines.commbox.walker import CLOCK_TOLERANCE_SECONDS, MAX_WINDOW_ITEMS, StreamWalker
+from pipelines.commbox.walker import CLOCK_TOLERANCE_SECONDS, MAX_WINDOW_ITEMS, TARGET_PAGE_FILL, StreamWalker
 from pipelines.commbox.windows import CapTracker, WindowReader
 from tests.fakes import FakeAccount
 
@@ -296,3 +296,22 @@ def test_an_account_ignoring_timefilter_is_walked_by_creation_time():
     ids = loaded(batches)
     # the restart by creation time re-reads what the first windows gave: nothing is loaded twice
     assert sorted(ids) == sorted(account.truth(STREAM, T0, NOW, mode="created"))
+
+
+def test_a_window_that_had_to_be_split_sizes_the_next_from_what_it_held():
+    """4,000 conversations over 40 hours read from a 24-hour first window. The next window was half
+    the one before whatever the split had shown, so each of the following windows split nearly as
+    deep again, a full page per level: 95 list calls where 54 windows of three quarters of a page
+    hold them all. Sized from the traffic the split found, the walk costs the first window's split
+    and little more."""
+    account = FakeAccount()
+    conversations, hours = 4000, 40
+    for n in range(conversations):
+        account.add(STREAM, T0 + (n * hours * 3600) // conversations)
+    now = T0 + (hours + 1) * 3600
+
+    batches, _ = walk(account, {}, now, window_hours=24, max_window_days=31)
+
+    assert sorted(loaded(batches)) == sorted(account.truth(STREAM, T0, now - MARGIN))
+    windows_at_target_fill = conversations / (TARGET_PAGE_FILL * 100)
+    assert account.requests <= 1.4 * windows_at_target_fill

@@ -274,10 +274,15 @@ class StreamWalker:
                 )
             # Adapt the window to the traffic, aiming at three quarters of a page: few answers a
             # call mean wasted calls, full answers mean splits.
-            scale = min(2.0, max(0.5, TARGET_PAGE_FILL * cap / max(len(items), 1)))
-            window = int(
-                min(max(window * scale, MIN_ADAPTIVE_WINDOW_SECONDS), self.settings.max_window_seconds)
-            )
+            if len(items) > cap:
+                # The window had to be split (a burst, or a first window far too wide): what it held
+                # tells the traffic, so the next window is sized from it at once. Halving from the
+                # window asked for split each of the next windows nearly as deep again, a full page
+                # per level (and a burst handed over a part at a time, `read_prefix`, from scratch).
+                window = int(TARGET_PAGE_FILL * cap * (window_end - position) / len(items))
+            else:
+                window = int(window * min(2.0, max(0.5, TARGET_PAGE_FILL * cap / max(len(items), 1))))
+            window = min(max(window, MIN_ADAPTIVE_WINDOW_SECONDS), self.settings.max_window_seconds)
             position = window_end
             if position < end and self.checkpoint_due is not None and self.checkpoint_due():
                 self.stopped_at = position
