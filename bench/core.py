@@ -139,7 +139,9 @@ def run_contender(
     result.update(
         label=label,
         process_seconds=process_seconds,
-        peak_rss_mb=usage.ru_maxrss / 1024,  # kilobytes on Linux
+        # The contender's own high-water mark (run_one.own_peak_rss_mb); wait4's ru_maxrss holds
+        # the harness's, carried over exec, and is only the fallback where /proc is missing.
+        peak_rss_mb=result.get("peak_rss_mb") or usage.ru_maxrss / 1024,  # kilobytes on Linux
         cpu_seconds=usage.ru_utime + usage.ru_stime,
         requests=stats["total_requests"],
         requests_by_endpoint=stats["requests"],
@@ -150,8 +152,10 @@ def run_contender(
 
 
 def _wait4(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, int, Any]:
-    """`os.wait4` gives the rusage of this one child: its own peak RSS, not the maximum over every
-    child this process has waited for (which `RUSAGE_CHILDREN` would report)."""
+    """`os.wait4` gives the rusage of this one child (its CPU time), not the sum over every child
+    this process has waited for (which `RUSAGE_CHILDREN` would report). Its `ru_maxrss` is not the
+    child's own peak: Linux carries the spawning process's high-water mark over `exec`
+    (`run_one.own_peak_rss_mb` reads the child's own)."""
     deadline = time.monotonic() + timeout
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)

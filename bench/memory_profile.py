@@ -30,6 +30,14 @@ def _rss_mb() -> float:
     return 0.0
 
 
+def _hwm_mb() -> float:
+    """This process's high-water mark (VmHWM): what `make bench` reports for a run (run_one)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def _open_duckdb_files() -> int:
     """How many DuckDB database files this process holds open: a database stays in memory (its
     buffer pool with it) while any connection to it is open."""
@@ -182,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("conversations", type=int)
     parser.add_argument("--tracemalloc", action="store_true")
     parser.add_argument("--fan-out", action="store_true")
+    parser.add_argument(
+        "--latency-ms", type=float, default=0.0, help="the simulator's latency per answer (scenario 4: 20)"
+    )
     parser.add_argument("--duckdb-memory", help="DuckDB memory_limit for this run (default: the runner's)")
     parser.add_argument(
         "--duckdb-config",
@@ -220,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="commbox-memory-"))
-    with SimProcess(args.conversations) as sim:
+    with SimProcess(args.conversations, latency_ms=args.latency_ms) as sim:
         sim.configure(fragment_cache_size=max(60_000, 2 * args.conversations))
         data = Dataset.read(sim, fan_out=args.fan_out)
         sim.advance(600)
@@ -259,16 +270,26 @@ def main(argv: list[str] | None = None) -> int:
             _watch_statements(in_flight, statement_peaks, step)
 
         at_peak: list[Any] = [0.0, "", None]
+        highest: list[Any] = [0.0, None]
+        hwm_steps: list[tuple[str, float]] = [("", 0.0)]
 
         def sample() -> None:
             while not done.is_set():
                 rss = _rss_mb()
+                hwm = _hwm_mb()
+                if hwm > hwm_steps[-1][1] + 2:
+                    # The step a rise happened in, even one too brief to sample (a call that holds
+                    # the GIL stops this thread).
+                    hwm_steps.append((step[0], hwm))
                 if step[0] not in peaks:
                     order.append(step[0])
                 peaks[step[0]] = max(peaks.get(step[0], 0.0), rss)
                 for key in list(in_flight.values()):
                     if key in statement_peaks:
                         statement_peaks[key][1] = max(statement_peaks[key][1], rss)
+                if args.smaps and rss > highest[0] + 3:
+                    # The mappings at the run's highest point too: between slices shows the floor only.
+                    highest[:] = [rss, (f"top {step[0]}", _smaps())]
                 if args.tracemalloc:
                     # What Python holds at the highest point of the run (the snapshot taken when
                     # the traced memory is 5 MB over the last one's): the end of a step misses it.
@@ -320,6 +341,11 @@ def main(argv: list[str] | None = None) -> int:
             tracemalloc.start(8)
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
+        # The peak RSS from here on is the run's, not the setup's (reading a large dataset's truth
+        # took 506 MB at 300,000 conversations): Linux resets VmHWM on a write of 5 to clear_refs.
+        with contextlib.suppress(OSError):
+            Path("/proc/self/clear_refs").write_text("5")
+        hwm_steps[:] = [("", _hwm_mb())]
         began = time.perf_counter()
         summary = run_pipeline(pipeline, build_views=False, source_overrides=spec["source"])
         wall = time.perf_counter() - began
@@ -337,10 +363,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{args.conversations} conversations, {wall:.1f} s, {summary.requests} requests, rows {summary.rows}"
     )
-    # As `make bench` measures a run (its process's ru_maxrss), and the CPU it took (the simulator's
-    # is its own process's).
+    # As `make bench` measures a run (the high-water mark since the run began: the setup's reading
+    # of the dataset is not the run's), and the CPU it took (the simulator's is its own process's).
     print(
-        f"peak RSS {usage.ru_maxrss / 1024:.0f} MB (ru_maxrss), highest sampled {max(peaks.values()):.0f} MB, "
+        f"peak RSS {_hwm_mb():.0f} MB (VmHWM), highest sampled {max(peaks.values()):.0f} MB, "
         f"CPU {usage.ru_utime + usage.ru_stime:.1f} s"
     )
     for name in order:
@@ -355,6 +381,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {'':<20} at its end {at_end:7.1f} MB; malloc_trim gave back {at_end - glibc:.1f} MB, "
                 f"arrow's pool {glibc - arrow_pool:.1f} MB"
             )
+    print(
+        "  the high-water mark rose last in: "
+        + ", ".join(f"{name} ({mb:.0f} MB)" for name, mb in hwm_steps[-5:] if name)
+    )
     if statement_peaks:
         print("\n== SQL statements by highest RSS while they ran (RSS before, highest, after, MB)")
         ranked = sorted(statement_peaks.items(), key=lambda kv: kv[1][1], reverse=True)
@@ -362,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {before:6.0f} {top:6.0f} {after:6.0f}  {key}")
     if maps:
         maps.append(("end", _smaps()))
+        if highest[1] is not None:
+            maps.append(highest[1])
         (first, held), (last, _) = maps[0][1], maps[-1][1]
         grown = sorted(first.keys() | last.keys(), key=lambda k: first.get(k, 0) - last.get(k, 0))
         shown = [k for k in grown[:6] if last.get(k, 0) - first.get(k, 0) >= 1]

@@ -230,8 +230,25 @@ def main(argv: list[str]) -> int:
         Path(spec["profile_output"]).write_text(
             profiler.output_text(unicode=False, color=False, show_all=False)
         )
+    result["peak_rss_mb"] = own_peak_rss_mb()
     Path(result_path).write_text(json.dumps(result, default=str))
     return 0 if result["ok"] else 1
+
+
+def own_peak_rss_mb() -> float | None:
+    """This process's peak RSS (VmHWM): the address space `exec` gave it, and nothing else.
+
+    Not `ru_maxrss`, which Linux carries over `exec` from the process that spawned it: a contender
+    started by a harness that had once held 576 MB (the 300,000-conversation dataset's truth) reported
+    576 MB however little it used itself (`bench/README.md`, "The harness's peak in every contender's").
+    None where /proc is not there."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 if __name__ == "__main__":
