@@ -18,8 +18,11 @@ logger = logging.getLogger("commbox.walker")
 MIN_ADAPTIVE_WINDOW_SECONDS = 60
 # A window that has to be split is handed over once its first parts hold this many conversations
 # (`WindowReader.read_prefix`): a burst inside one window is read a part at a time, so memory does
-# not grow with the busiest window (a 31-day window reaching a busy week held 2,864 at once).
-MAX_WINDOW_ITEMS = 1000
+# not grow with the busiest window (a 31-day window reaching a busy week held 2,864 at once). Two
+# pages: each checkpoint slice's first window is a day wide and splits, and at 1,000 the decoded
+# objects it held (about 45 KB a conversation) left Python's arenas at 126 MB by the end of 100,000
+# conversations, against 78 MB now; peak RSS 345 -> 315 MB (bench/README.md, "Session 6").
+MAX_WINDOW_ITEMS = 200
 # An estimated server clock this close behind the server's own closes the walk a little early, which
 # the next run's look-back covers: not worth another list call.
 CLOCK_TOLERANCE_SECONDS = 5
