@@ -304,7 +304,7 @@ def render(results: dict[str, Any]) -> str:
         "Produced by `bench/` — see `bench/README.md` for the method and the profiling findings. Do not edit by hand.",
         "",
         f"**Machine:** {m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB memory, Python {m['python']}, dlt {m['dlt']}, DuckDB {m['duckdb']}, {m['platform']}.",
-        "The simulator runs in its own process; every contender runs in a fresh interpreter (peak RSS is that process's own, from `wait4`).",
+        "The simulator runs in its own process; every contender runs in a fresh interpreter (peak RSS is that process's own high-water mark, `VmHWM`).",
         "",
         "## Targets",
         "",

@@ -2,7 +2,8 @@
 
 The spec names the contender (`pipeline`, `limit` or `peer`) and its settings; the result holds the
 wall seconds of the run (extract, normalize and load, not the interpreter start) and the rows each
-table holds afterwards. Peak RSS is measured by the parent (`os.wait4`), so it is this process only.
+table holds afterwards, and this process's own peak RSS (`own_peak_rss_mb`); the parent takes the
+CPU time from `os.wait4`.
 """
 
 from __future__ import annotations
