@@ -18,6 +18,7 @@ from pipelines.commbox.settings import MODE_CREATED, MODE_UPDATED
 from pipelines.commbox.walker import CLOCK_TOLERANCE_SECONDS, MAX_WINDOW_ITEMS, TARGET_PAGE_FILL, StreamWalker
 from pipelines.commbox.windows import CapTracker, WindowReader
 from tests.fakes import FakeAccount
+from tests.test_windows import PAGINGS
 
 T0 = 1_700_000_000
 STREAM = 1
@@ -298,13 +299,16 @@ def test_an_account_ignoring_timefilter_is_walked_by_creation_time():
     assert sorted(ids) == sorted(account.truth(STREAM, T0, NOW, mode="created"))
 
 
-def test_a_window_that_had_to_be_split_sizes_the_next_from_what_it_held():
-    """4,000 conversations over 40 hours read from a 24-hour first window. The next window was half
-    the one before whatever the split had shown, so each of the following windows split nearly as
-    deep again, a full page per level: 95 list calls where 54 windows of three quarters of a page
-    hold them all. Sized from the traffic the split found, the walk costs the first window's split
-    and little more."""
-    account = FakeAccount()
+@pytest.mark.parametrize("switches", PAGINGS.values(), ids=PAGINGS.keys())
+def test_a_window_that_had_to_be_split_sizes_the_next_from_what_it_held(switches):
+    """4,000 conversations over 40 hours read from a 24-hour first window, on every paging reading.
+    The next window was half the one before whatever the split had shown, so each of the following
+    windows split nearly as deep again, a full page per level: 95 list calls where 54 windows of
+    three quarters of a page hold them all. And the windows were sized for the page asked for, not
+    the smaller one an account turned out to answer (50 or 60): every window then split (167 list
+    calls where 107 windows hold them). Sized from the traffic the split found and the answers the
+    account gives, the walk costs the first window's split and little more."""
+    account = FakeAccount(**switches)
     conversations, hours = 4000, 40
     for n in range(conversations):
         account.add(STREAM, T0 + (n * hours * 3600) // conversations)
@@ -313,5 +317,6 @@ def test_a_window_that_had_to_be_split_sizes_the_next_from_what_it_held():
     batches, _ = walk(account, {}, now, window_hours=24, max_window_days=31)
 
     assert sorted(loaded(batches)) == sorted(account.truth(STREAM, T0, now - MARGIN))
-    windows_at_target_fill = conversations / (TARGET_PAGE_FILL * 100)
+    answered = min(100, switches.get("max_page_size", 100), switches.get("window_cap") or 100)
+    windows_at_target_fill = conversations / (TARGET_PAGE_FILL * answered)
     assert account.requests <= 1.4 * windows_at_target_fill

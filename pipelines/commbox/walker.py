@@ -251,7 +251,6 @@ class StreamWalker:
     def _walk_range(self, start: int, end: int, mode: str) -> Iterator[list[dict[str, Any]]]:
         window = self.settings.window_seconds
         position = start
-        cap = self.reader.page_size
         while position < end:
             window_end = min(position + window, end)
             items, window_end = self.reader.read_prefix(position, window_end, mode, MAX_WINDOW_ITEMS)
@@ -276,7 +275,9 @@ class StreamWalker:
                     _iso(window_end),
                 )
             # Adapt the window to the traffic, aiming at three quarters of a page: few answers a
-            # call mean wasted calls, full answers mean splits.
+            # call mean wasted calls, full answers mean splits. The page is what the account answers
+            # now: a cap below `pageSize` learnt during the walk makes it smaller.
+            cap = self.reader.page_size
             if len(items) > cap:
                 # The window had to be split (a burst, or a first window far too wide): what it held
                 # tells the traffic, so the next window is sized from it at once. Halving from the
