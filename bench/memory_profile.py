@@ -20,22 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from .core import Dataset, pipeline_spec
+from .run_one import own_peak_rss_mb, status_mb
 from .sim import SimProcess
 
 
 def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return status_mb("VmRSS") or 0.0
 
 
 def _hwm_mb() -> float:
-    """This process's high-water mark (VmHWM): what `make bench` reports for a run (run_one)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    """This process's high-water mark: what `make bench` reports for a run."""
+    return own_peak_rss_mb() or 0.0
 
 
 def _open_duckdb_files() -> int:

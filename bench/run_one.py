@@ -241,11 +241,16 @@ def own_peak_rss_mb() -> float | None:
 
     Not `ru_maxrss`, which Linux carries over `exec` from the process that spawned it: a contender
     started by a harness that had once held 576 MB (the 300,000-conversation dataset's truth) reported
-    576 MB however little it used itself (`bench/README.md`, "The harness's peak in every contender's").
-    None where /proc is not there."""
+    576 MB however little it used itself (`bench/README.md`, "Session 6"). None where /proc is not
+    there."""
+    return status_mb("VmHWM")
+
+
+def status_mb(field: str) -> float | None:
+    """A memory figure of this process from /proc/self/status (`VmRSS`, `VmHWM`), in MB."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
