@@ -346,8 +346,8 @@ class _WatchedAccount(FakeAccount):
     """Counts, as each list call comes in, how many objects its earlier answers handed out are
     still alive in the reader."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, **switches: Any) -> None:
+        super().__init__(**switches)
         self.handed: list[weakref.ref[_Listed]] = []
         self.alive_at_each_call: list[int] = []
 
@@ -359,11 +359,13 @@ class _WatchedAccount(FakeAccount):
         return Envelope(items, envelope.response_time, envelope.description)
 
 
-def test_a_split_window_holds_the_objects_it_keeps_and_one_page_not_a_page_per_level():
-    """5,000 conversations in an hour split six levels deep before a part fits a page. Before, each
-    level's full page stayed alive while its halves were read: a page of decoded objects per level
-    on top of what the prefix keeps (the extract's highest point, bench/README.md)."""
-    account = _WatchedAccount()
+@pytest.mark.parametrize("switches", PAGINGS.values(), ids=PAGINGS.keys())
+def test_a_split_window_holds_the_objects_it_keeps_and_one_page_not_a_page_per_level(switches):
+    """5,000 conversations in an hour split six levels deep before a part fits a page, on every
+    paging reading. Before, each level's full page stayed alive while its halves were read: a page
+    of decoded objects per level on top of what the prefix keeps (the extract's highest point,
+    bench/README.md)."""
+    account = _WatchedAccount(**switches)
     for n in range(5000):
         account.add(STREAM, T0 + (n * 3600) // 5000)
     reader = WindowReader(account, STREAM, caps=CapTracker(100), warnings=Warnings())
